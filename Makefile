@@ -1,0 +1,52 @@
+# One command per job; `make test` is exactly what CI (.ci/run) runs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test check lint format typecheck docs pytest services bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## demo: install and serve the showcase example on http://127.0.0.1:8000
+demo: $(STAMP)
+	$(PY) -m microasgi run examples.hello:app --host 127.0.0.1 --port 8000
+
+## services: system packages the test suite needs (Redis; Chromium for browser tests)
+services:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+typecheck: $(STAMP)
+	$(PY) -m mypy --strict microasgi
+
+docs: $(STAMP)
+	$(PY) -m mkdocs build --strict --quiet --site-dir site
+
+pytest: $(STAMP) services
+	$(PY) -m pytest --cov --cov-report=term-missing:skip-covered --cov-fail-under=95
+
+check: lint typecheck docs
+
+## test: everything CI runs: linters, type checks, docs build, the whole suite with coverage
+test: $(STAMP) services lint typecheck docs pytest
+
+## bench: in-process benchmarks beside the peers; writes docs/benchmarks.md and a plot
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) benchmarks/run.py --output docs/benchmarks.md
+
+clean:
+	rm -rf $(VENV) site .coverage .mypy_cache .ruff_cache
