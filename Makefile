@@ -33,7 +33,7 @@ typecheck: $(STAMP)
 	$(PY) -m mypy --strict microasgi
 
 docs: $(STAMP)
-	$(PY) -m mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet --site-dir site
 
 pytest: $(STAMP) services
 	$(PY) -m pytest --cov --cov-report=term-missing:skip-covered --cov-fail-under=95

@@ -2,6 +2,70 @@
 
 from __future__ import annotations
 
+from .app import App
+from .background import BackgroundTask, BackgroundTasks
+from .datastructures import URL, FormData, Headers, MutableHeaders, QueryParams, State, UploadFile
+from .exceptions import (
+    ClientDisconnect,
+    HTTPException,
+    NoMatchFound,
+    RouteConflictError,
+    RouteTemplateError,
+    SetupError,
+    WebSocketDisconnect,
+    WebSocketException,
+)
+from .limits import Limits
+from .middleware import Middleware
+from .requests import HTTPConnection, Request
+from .responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from .routing import Host, Mount, Route, Router, WebSocketRoute
+from .websockets import WebSocket, WebSocketState
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "URL",
+    "App",
+    "BackgroundTask",
+    "BackgroundTasks",
+    "ClientDisconnect",
+    "FormData",
+    "HTMLResponse",
+    "HTTPConnection",
+    "HTTPException",
+    "Headers",
+    "Host",
+    "JSONResponse",
+    "Limits",
+    "Middleware",
+    "Mount",
+    "MutableHeaders",
+    "NoMatchFound",
+    "PlainTextResponse",
+    "QueryParams",
+    "RedirectResponse",
+    "Request",
+    "Response",
+    "Route",
+    "RouteConflictError",
+    "RouteTemplateError",
+    "Router",
+    "SetupError",
+    "State",
+    "StreamingResponse",
+    "UploadFile",
+    "WebSocket",
+    "WebSocketDisconnect",
+    "WebSocketException",
+    "WebSocketRoute",
+    "WebSocketState",
+    "__version__",
+]

@@ -1,0 +1,419 @@
+"""Run the benchmark suite and publish it: a Markdown table and a PNG chart.
+
+    python benchmarks/run.py --output docs/benchmarks.md [--quick] [--frameworks ...]
+
+The table goes to stdout and, with ``--output``, to that file, with the chart beside it
+(same name, ``.png``). ``--endtoend`` adds the server benchmarks (granian, uvicorn, wrk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import apps
+from benchmarks.inprocess import (
+    ENDPOINTS,
+    ROUTING_SIZES,
+    WS_BENCH,
+    SuiteResult,
+    add_arguments,
+    config_from_args,
+    run_suite,
+)
+
+# NOTE: spelled as escapes so the source stays plain ASCII for these two.
+TIMES = "\u00d7"
+DASH = "\u2013"
+ENDPOINT_TITLES = {
+    "plaintext": "plaintext",
+    "json": "json",
+    "users": "users (after 100 routes)",
+    "echo": "echo",
+    WS_BENCH: "ws message",
+}
+# PERFORMANCE.md: microasgi within this many times raw ASGI, best of rounds.
+RAW_RATIO_TARGETS = {"plaintext": 2.5, "json": 2.5, "users": 3.0, "echo": 4.0, WS_BENCH: 1.5}
+ROUTING_SCALE_TARGET = 1.1  # last of 1000 routes vs last of 10
+SUBJECT = "microasgi"
+CHART_LABELS = {
+    **ENDPOINT_TITLES,
+    **{f"routing-{n}": f"last of {n} routes" for n in ROUTING_SIZES},
+    "mw-bare": "bare app",
+    "mw-http": "+ request/response middleware",
+    "mw-asgi": "+ pure ASGI middleware",
+}
+FASTEST_PEER = "blacksheep"
+MIDDLEWARE_LABELS = {
+    "microasgi": ('`@app.middleware("http")`', "`app.add_middleware(M)`"),
+    "starlette": ("`BaseHTTPMiddleware`", "pure ASGI class"),
+}
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def fmt_us(value: float) -> str:
+    if value < 10:
+        return f"{value:.2f}"
+    if value < 100:
+        return f"{value:.1f}"
+    return f"{value:,.0f}"
+
+
+def fmt_ratio(value: float) -> str:
+    return f"{value:.2f}{TIMES}" if value < 10 else f"{value:.0f}{TIMES}"
+
+
+def md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+class Notes:
+    """Errors met while measuring, listed under the tables instead of inside the cells."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, text: str) -> str:
+        if text not in self.items:
+            self.items.append(text)
+        return f"error [{self.items.index(text) + 1}]"
+
+
+def table(header: list[str], rows: list[list[str]], align_first_left: bool = True) -> str:
+    sep = ["---" if i == 0 and align_first_left else "---:" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
+    lines.extend("| " + " | ".join(row) + " |" for row in rows)
+    return "\n".join(lines)
+
+
+def _cell_text(
+    result: SuiteResult, loop: str, key: str, bench: str, notes: Notes, median: bool = False
+) -> str:
+    cell = result.cell(loop, key, bench)
+    if cell is None:
+        return DASH
+    if cell.measurement is None:
+        return notes.add(f"{result.frameworks[key].name} {bench} ({loop}): {cell.error}")
+    value = cell.measurement.median if median else cell.measurement.best
+    raw_cell = result.cell(loop, "raw", bench)
+    if key == "raw" or raw_cell is None or raw_cell.measurement is None:
+        return fmt_us(value)
+    raw = raw_cell.measurement.median if median else raw_cell.measurement.best
+    return f"{fmt_us(value)} ({fmt_ratio(value / raw)})"
+
+
+def _unavailable_row(result: SuiteResult, key: str, width: int) -> list[str] | None:
+    info = result.frameworks[key]
+    if info.error is None:
+        return None
+    return [info.name, md_escape(info.error), *([DASH] * (width - 2))]
+
+
+def _label(result: SuiteResult, key: str) -> str:
+    info = result.frameworks[key]
+    return f"{info.name} {info.version}".rstrip()
+
+
+def endpoints_table(result: SuiteResult, loop: str, notes: Notes, median: bool) -> str:
+    benches = [b for b in (*ENDPOINTS, WS_BENCH) if _any_cell(result, loop, b)]
+    header = ["framework", *(ENDPOINT_TITLES[b] for b in benches)]
+    rows = []
+    for key in result.frameworks:
+        missing = _unavailable_row(result, key, len(header))
+        if missing is not None:
+            rows.append(missing)
+            continue
+        row = [_label(result, key)]
+        row += [_cell_text(result, loop, key, b, notes, median) for b in benches]
+        rows.append(row)
+    if SUBJECT in result.frameworks and not median:
+        peer = apps.NAMES[FASTEST_PEER]
+        goals = [f"*≤ {RAW_RATIO_TARGETS[b]:g}{TIMES} raw, < {peer}*" for b in benches]
+        rows.append([f"*target for {SUBJECT}*", *goals])
+    return table(header, rows)
+
+
+def _any_cell(result: SuiteResult, loop: str, bench: str) -> bool:
+    return any(bench in cells for cells in result.cells.get(loop, {}).values())
+
+
+def routing_table(result: SuiteResult, loop: str, notes: Notes) -> str:
+    header = ["framework", *(f"last of {n}" for n in ROUTING_SIZES), "1000 / 10"]
+    rows = []
+    for key in result.frameworks:
+        missing = _unavailable_row(result, key, len(header))
+        if missing is not None:
+            rows.append(missing)
+            continue
+        row = [_label(result, key)]
+        row += [_cell_text(result, loop, key, f"routing-{n}", notes) for n in ROUTING_SIZES]
+        row.append(_scale_text(result, loop, key))
+        rows.append(row)
+    if SUBJECT in result.frameworks:
+        rows.append([f"*target for {SUBJECT}*", "", "", "", f"*≤ {ROUTING_SCALE_TARGET:g}{TIMES}*"])
+    return table(header, rows)
+
+
+def _scale(result: SuiteResult, loop: str, key: str) -> float | None:
+    small = result.best(loop, key, f"routing-{ROUTING_SIZES[0]}")
+    large = result.best(loop, key, f"routing-{ROUTING_SIZES[-1]}")
+    if small is None or large is None:
+        return None
+    return large / small
+
+
+def _scale_text(result: SuiteResult, loop: str, key: str) -> str:
+    scale = _scale(result, loop, key)
+    return DASH if scale is None else fmt_ratio(scale)
+
+
+def middleware_table(result: SuiteResult, loop: str, notes: Notes) -> str:
+    header = [
+        "framework",
+        "bare",
+        "+ request/response middleware",
+        "+ pure ASGI middleware",
+        "overhead: request/response",
+        "overhead: pure ASGI",
+    ]
+    rows = []
+    for key in apps.MIDDLEWARE_FRAMEWORKS:
+        if key not in result.frameworks:
+            continue
+        missing = _unavailable_row(result, key, len(header))
+        if missing is not None:
+            rows.append(missing)
+            continue
+        http_label, asgi_label = MIDDLEWARE_LABELS[key]
+        bare = result.best(loop, key, "mw-bare")
+        row = [_label(result, key), _mw_cell(result, loop, key, "bare", notes)]
+        row.append(f"{_mw_cell(result, loop, key, 'http', notes)} ({http_label})")
+        row.append(f"{_mw_cell(result, loop, key, 'asgi', notes)} ({asgi_label})")
+        for kind in ("http", "asgi"):
+            value = result.best(loop, key, f"mw-{kind}")
+            if bare is None or value is None:
+                row.append(DASH)
+            else:
+                row.append(f"{value - bare:+.2f} µs ({fmt_ratio(value / bare)})")
+        rows.append(row)
+    return table(header, rows)
+
+
+def _mw_cell(result: SuiteResult, loop: str, key: str, kind: str, notes: Notes) -> str:
+    cell = result.cell(loop, key, f"mw-{kind}")
+    if cell is None:
+        return DASH
+    if cell.measurement is None:
+        return notes.add(f"{result.frameworks[key].name} middleware {kind} ({loop}): {cell.error}")
+    return fmt_us(cell.measurement.best)
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def _verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("**pass**" if ok else "**miss**")
+
+
+def targets_table(result: SuiteResult) -> str:
+    loops = list(result.cells)
+    header = ["target (PERFORMANCE.md)", *(f"{loop}: measured" for loop in loops)]
+    header += [f"{loop}: result" for loop in loops]
+    rows: list[list[str]] = []
+
+    def add(label: str, measure: Any, goal: float) -> None:
+        measured, verdicts = [], []
+        for loop in loops:
+            value = measure(loop)
+            measured.append(DASH if value is None else fmt_ratio(value))
+            verdicts.append(_verdict(None if value is None else value <= goal))
+        rows.append([label, *measured, *verdicts])
+
+    peer = apps.NAMES[FASTEST_PEER]
+    for bench in (*ENDPOINTS, WS_BENCH):
+        title = ENDPOINT_TITLES[bench]
+
+        def vs_peer(loop: str, bench: str = bench) -> float | None:
+            ours, theirs = result.best(loop, SUBJECT, bench), result.best(loop, FASTEST_PEER, bench)
+            return None if ours is None or theirs is None else ours / theirs
+
+        def vs_raw(loop: str, bench: str = bench) -> float | None:
+            ours, raw = result.best(loop, SUBJECT, bench), result.best(loop, "raw", bench)
+            return None if ours is None or raw is None else ours / raw
+
+        # NOTE: "faster than" is strict; a ratio of exactly 1.0 is not faster.
+        add(f"{title}: faster than {peer} (time ratio < 1)", vs_peer, 1.0 - 1e-9)
+        goal = RAW_RATIO_TARGETS[bench]
+        add(f"{title}: ≤ {goal:g}{TIMES} raw ASGI", vs_raw, goal)
+    add(
+        f"routing: last of 1000 ≤ {ROUTING_SCALE_TARGET:g}{TIMES} last of 10",
+        lambda loop: _scale(result, loop, SUBJECT),
+        ROUTING_SCALE_TARGET,
+    )
+    return table(header, rows)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def header_lines(result: SuiteResult, chart: str | None) -> list[str]:
+    config = result.config
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    versions = ", ".join(
+        f"{info.name} {info.version}" for info in result.frameworks.values() if info.version
+    )
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `benchmarks/run.py`; see `benchmarks/README.md` for the method. "
+        "Compare only figures taken in one run: the machine is shared and noisy.",
+        "",
+        f"- Machine: `{platform.platform()}`, {os.cpu_count()} CPUs, "
+        f"{platform.python_implementation()} {platform.python_version()}",
+        f"- Date: {now}; the suite took {result.seconds:.0f} s",
+        f"- Method: in process, `await app(scope, receive, send)` in a tight loop; "
+        f"best and median of {config.rounds} rounds of up to {config.requests:,} requests "
+        f"(rounds of slow apps cut to about {config.max_round_seconds:g} s); "
+        "µs per request (per message for WebSocket), ratio to raw ASGI in parentheses",
+        f"- Versions: {versions}",
+    ]
+    for loop, error in result.loops_unavailable.items():
+        lines.append(f"- {loop}: {md_escape(error)}")
+    if chart:
+        lines += ["", chart]
+    return lines
+
+
+def render(result: SuiteResult, chart: str | None, extra: list[str] | None = None) -> str:
+    notes = Notes()
+    lines = header_lines(result, chart)
+    sections = result.config.sections
+    for loop in result.cells:
+        lines += ["", f"## In process, {loop}"]
+        if "endpoints" in sections or "ws" in sections:
+            lines += ["", "### µs per request, best of rounds (ratio to raw ASGI)", ""]
+            lines.append(endpoints_table(result, loop, notes, median=False))
+            lines += ["", "### µs per request, median of rounds (ratio to raw ASGI)", ""]
+            lines.append(endpoints_table(result, loop, notes, median=True))
+        if "routing" in sections:
+            lines += ["", "### Routing scale: the last of N parameterised routes (best, µs)", ""]
+            lines.append(routing_table(result, loop, notes))
+        if "middleware" in sections:
+            lines += ["", "### Middleware: one pass-through layer on /plaintext (best, µs)", ""]
+            lines.append(middleware_table(result, loop, notes))
+    if SUBJECT in result.frameworks and result.cells:
+        lines += ["", "## Targets", ""]
+        if result.frameworks[SUBJECT].error:
+            lines += [f"{SUBJECT} {md_escape(result.frameworks[SUBJECT].error)}", ""]
+        lines.append(targets_table(result))
+    if extra:
+        lines += ["", *extra]
+    if notes.items:
+        lines += ["", "## Errors", ""]
+        lines += [f"{i}. {md_escape(text)}" for i, text in enumerate(notes.items, 1)]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- chart
+
+
+def plot(result: SuiteResult, path: Path) -> None:
+    """Grouped bars (log scale): endpoints, routing scale and middleware, first loop."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    loop = next(iter(result.cells))
+    keys = [k for k in result.frameworks if result.frameworks[k].error is None]
+    palette = plt.get_cmap("tab10")
+    # NOTE: one colour per framework in every panel; raw ASGI grey, the subject in front.
+    colors = {key: palette(i % 10) for i, key in enumerate(apps.FRAMEWORKS)}
+    colors["raw"] = (0.55, 0.55, 0.55, 1.0)
+    groups = [
+        ("endpoints", [b for b in (*ENDPOINTS, WS_BENCH) if _any_cell(result, loop, b)], keys),
+        ("routing scale", [f"routing-{n}" for n in ROUTING_SIZES], keys),
+        ("middleware (/plaintext)", [f"mw-{k}" for k in apps.MIDDLEWARE_KINDS], keys),
+    ]
+    groups = [(t, b, k) for t, b, k in groups if any(_any_cell(result, loop, x) for x in b)]
+    fig, axes = plt.subplots(len(groups), 1, figsize=(11, 4.2 * len(groups)), squeeze=False)
+    for ax, (title, benches, frameworks) in zip(axes[:, 0], groups, strict=True):
+        frameworks = [k for k in frameworks if any(result.best(loop, k, b) for b in benches)]
+        width = 0.8 / max(1, len(frameworks))
+        for i, key in enumerate(frameworks):
+            xs, ys = [], []
+            for j, bench in enumerate(benches):
+                value = result.best(loop, key, bench)
+                if value is not None:
+                    xs.append(j + (i - (len(frameworks) - 1) / 2) * width)
+                    ys.append(value)
+            ax.bar(xs, ys, width, label=result.frameworks[key].name, color=colors[key])
+        ax.set_xticks(range(len(benches)))
+        ax.set_xticklabels([CHART_LABELS.get(b, b) for b in benches])
+        ax.set_yscale("log")
+        ax.set_ylabel("µs per request (log)")
+        ax.set_title(f"In process, {loop}: {title} (best of rounds, lower is better)")
+        ax.grid(axis="y", which="both", alpha=0.3)
+        ax.legend(fontsize="small", ncol=min(4, len(frameworks)))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the benchmarks; write Markdown and a chart.")
+    parser.add_argument("--output", type=Path, help="Markdown file to write (chart beside it)")
+    parser.add_argument("--json", type=Path, help="also write the raw results as JSON")
+    parser.add_argument(
+        "--endtoend", action="store_true", help="also run apps under granian/uvicorn with wrk"
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    config = config_from_args(args)
+    result = run_suite(config)
+
+    extra: list[str] = []
+    if args.endtoend:
+        from benchmarks import endtoend
+
+        extra = endtoend.run_and_render(config, quick=args.quick)
+
+    chart_line = None
+    if args.output is not None and result.cells:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        png = args.output.with_suffix(".png")
+        try:
+            plot(result, png)
+        except Exception as exc:  # the table matters more than the picture
+            chart_line = f"(chart unavailable: {md_escape(f'{type(exc).__name__}: {exc}')})"
+        else:
+            chart_line = f"![In-process benchmark chart]({png.name})"
+
+    markdown = render(result, chart_line, extra)
+    print(markdown)
+    if args.output is not None:
+        args.output.write_text(markdown, encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(asdict(result), indent=2, default=str), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Turn a user handler into an ASGI app, once, at start-up.
+
+The signature is read at registration: whether the handler takes the request, which path
+parameters it wants as keywords, and whether it is ``async def`` or runs in a worker thread.
+Per request, only the Request is built and the return value converted.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from ._utils import callable_name, is_async_callable
+from .concurrency import run_in_threadpool
+from .requests import Request
+from .responses import Response
+from .types import ASGIApp, Receive, Scope, Send
+
+__all__ = ["build_endpoint", "plan_call", "send_result"]
+
+_JSON_TYPE = (b"content-type", b"application/json")
+_TEXT_TYPE = (b"content-type", b"text/plain; charset=utf-8")
+_BYTES_TYPE = (b"content-type", b"application/octet-stream")
+
+
+def plan_call(
+    func: Callable[..., Any], param_names: tuple[str, ...]
+) -> tuple[bool, tuple[str, ...]]:
+    """Decide how to call ``func``: (pass the connection first?, path params to pass by name).
+
+    The connection is passed positionally when the handler has a positional parameter that
+    is not a path parameter; path parameters are passed when their name is in the signature
+    (all of them when it takes ``**kwargs``).
+    """
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):  # builtins and some C callables have no signature
+        return True, ()
+    names = {p.name for p in parameters}
+    takes_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+    positional = [
+        p
+        for p in parameters
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    takes_var_pos = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters)
+    pass_connection = takes_var_pos or bool(positional and positional[0].name not in param_names)
+    wanted = tuple(n for n in param_names if takes_var_kw or n in names)
+    return pass_connection, wanted
+
+
+def build_endpoint(func: Callable[..., Any], param_names: tuple[str, ...]) -> ASGIApp:
+    """Return the ASGI app that calls an HTTP handler and sends what it returns."""
+    pass_request, wanted = plan_call(func, param_names)
+    name = callable_name(func)
+    is_async = is_async_callable(func)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive, send)
+        if simple:
+            result = await func(request)
+        else:
+            params = scope.get("path_params", {})
+            kwargs = {n: params[n] for n in wanted}
+            args = (request,) if pass_request else ()
+            if is_async:
+                result = await func(*args, **kwargs)
+            else:
+                result = await run_in_threadpool(func, *args, **kwargs)
+        # PERF: the common return types are sent right here, without a Response object or
+        # another coroutine; the bytes are those JSONResponse / PlainTextResponse send.
+        result_type = type(result)
+        if result_type is dict:
+            body = orjson.dumps(result)
+            content_type = _JSON_TYPE
+        elif result_type is str:
+            body = result.encode()
+            content_type = _TEXT_TYPE
+        else:
+            await send_result(result, scope, receive, send, name)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", b"%d" % len(body)), content_type],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    simple = is_async and pass_request and not wanted
+    return app
+
+
+async def send_result(result: Any, scope: Scope, receive: Receive, send: Send, name: str) -> None:
+    """Send a handler's return value: Response, dict/list, str, bytes or None."""
+    if isinstance(result, Response):
+        await result(scope, receive, send)
+        return
+    if result is None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    if isinstance(result, (dict, list)):
+        body = orjson.dumps(result)
+        content_type = _JSON_TYPE
+    elif isinstance(result, str):
+        body = result.encode()
+        content_type = _TEXT_TYPE
+    elif isinstance(result, (bytes, bytearray, memoryview)):
+        body = bytes(result)
+        content_type = _BYTES_TYPE
+    else:
+        raise TypeError(
+            f"Handler {name} returned {type(result).__name__}; return a Response, "
+            "dict, list, str, bytes or None"
+        )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-length", b"%d" % len(body)), content_type],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

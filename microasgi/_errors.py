@@ -1,0 +1,202 @@
+"""Error handling: exception handlers (innermost) and the server-error layer (outermost).
+
+An exception raised by a handler meets the innermost layer first, so the response made
+from it (a registered handler's, or the default 500) still passes through user middleware
+(CORS headers on errors, for instance). Exceptions raised by middleware itself meet the
+outermost layer. Either way an unhandled exception is logged once, with its traceback, on
+the ``microasgi`` logger, and is not re-raised to the server (which would log it again),
+except to microasgi's test client, which asks for it to re-raise it in the test.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import traceback
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import orjson
+
+from ._utils import escape_for_log, is_async_callable
+from .concurrency import run_in_threadpool
+from .exceptions import HTTPException, WebSocketException
+from .requests import Request
+from .responses import HTMLResponse, PlainTextResponse, Response
+from .types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["ExceptionHandler", "ExceptionLayer", "handle_server_error"]
+
+logger = logging.getLogger("microasgi")
+
+ExceptionHandler = Callable[[Any, Any], Awaitable[Response | None] | Response | None]
+"""``handler(request_or_websocket, exc) -> Response``; may be sync or async."""
+
+TESTING_EXTENSION = "microasgi.testing"
+"""Present in ``scope["extensions"]`` when the test client wants exceptions re-raised."""
+
+_REPORTED = "microasgi.reported_exception"
+"""Scope key: the exception the inner layer already logged and answered."""
+
+
+class ExceptionLayer:
+    """Turn exceptions into responses: registered handlers, HTTPException, or a 500."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        handlers: Mapping[int | type[BaseException], ExceptionHandler],
+        *,
+        debug: bool = False,
+    ) -> None:
+        self.app = app
+        self.debug = debug
+        self.status_handlers = {k: v for k, v in handlers.items() if isinstance(k, int)}
+        self.class_handlers = {k: v for k, v in handlers.items() if not isinstance(k, int)}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except Exception as exc:
+            await self.handle(exc, scope, receive, send)
+
+    async def handle(self, exc: Exception, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer ``exc`` raised while serving ``scope``; re-raise it outside http/websocket."""
+        if scope["type"] not in ("http", "websocket"):
+            raise exc
+        handler = self.lookup(exc)
+        if handler is not None:
+            await self._run_handler(handler, exc, scope, receive, send)
+        elif isinstance(exc, HTTPException):
+            if scope["type"] == "websocket":
+                # NOTE: a close before accept is answered 403 by the server.
+                await _close_websocket(send, 1008, str(exc.detail)[:120])
+            else:
+                await _send_safely(http_exception_response(exc), scope, receive, send)
+        elif isinstance(exc, WebSocketException):
+            await _close_websocket(send, exc.code, exc.reason)
+        else:
+            await report_unhandled(exc, scope, receive, send, debug=self.debug)
+
+    def lookup(self, exc: Exception) -> ExceptionHandler | None:
+        """Return the handler for ``exc``: by status code first, then the closest class."""
+        if isinstance(exc, HTTPException):
+            handler = self.status_handlers.get(exc.status_code)
+            if handler is not None:
+                return handler
+        for cls in type(exc).__mro__:
+            handler = self.class_handlers.get(cls)
+            if handler is not None:
+                return handler
+        if not isinstance(exc, (HTTPException, WebSocketException)):
+            return self.status_handlers.get(500)
+        return None
+
+    async def _run_handler(
+        self, handler: ExceptionHandler, exc: Exception, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        if scope["type"] == "websocket":
+            from .websockets import WebSocket
+
+            connection: Any = WebSocket(scope, receive, send)
+        else:
+            connection = Request(scope, receive, send)
+        if is_async_callable(handler):
+            response = await handler(connection, exc)  # type: ignore[misc]
+        else:
+            response = await run_in_threadpool(handler, connection, exc)
+        if isinstance(response, Response):
+            if scope["type"] == "websocket":
+                await connection.send_denial_response(response)
+            else:
+                await response(scope, receive, send)
+
+
+async def handle_server_error(
+    exc: Exception, scope: Scope, receive: Receive, send: Send, *, debug: bool
+) -> None:
+    """The outermost handling: log and answer ``exc`` unless an inner layer already did."""
+    if scope["type"] not in ("http", "websocket") or scope.get(_REPORTED) is exc:
+        raise exc
+    await report_unhandled(exc, scope, receive, send, debug=debug)
+
+
+async def report_unhandled(
+    exc: Exception, scope: Scope, receive: Receive, send: Send, *, debug: bool
+) -> None:
+    """Log ``exc`` once, answer 500 (or close 1011) if still possible, re-raise for tests."""
+    method = scope.get("method", "WEBSOCKET")
+    logger.error(
+        "Unhandled %s in %s %s",
+        type(exc).__name__,
+        method,
+        escape_for_log(scope.get("path", "")),
+        exc_info=exc,
+    )
+    if scope["type"] == "websocket":
+        await _close_websocket(send, 1011, "")
+    else:
+        await _send_safely(error_response(exc, scope, debug=debug), scope, receive, send)
+    if TESTING_EXTENSION in (scope.get("extensions") or {}):
+        scope[_REPORTED] = exc
+        raise exc
+
+
+def http_exception_response(exc: HTTPException) -> Response:
+    """The default answer to an HTTPException: JSON ``{"detail": ...}``."""
+    if exc.status_code in (204, 304) or exc.status_code < 200:
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    body = orjson.dumps({"detail": exc.detail}, default=str)
+    return Response(body, exc.status_code, exc.headers, media_type="application/json")
+
+
+def error_response(exc: Exception, scope: Scope, *, debug: bool) -> Response:
+    """The default 500: a bare message, or the traceback when ``debug`` is on."""
+    if not debug:
+        return PlainTextResponse("Internal Server Error", status_code=500)
+    accept = ""
+    for name, value in scope.get("headers", ()):
+        if name == b"accept":
+            accept = value.decode("latin-1")
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if "text/html" in accept:
+        return HTMLResponse(_debug_page(exc, text), status_code=500)
+    return PlainTextResponse(text, status_code=500)
+
+
+def _debug_page(exc: Exception, text: str) -> str:
+    title = html.escape(f"{type(exc).__name__}: {exc}")
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>500 Internal Server Error"
+        "</title><style>body{font:14px/1.5 system-ui,sans-serif;margin:2rem;color:#222}"
+        "h1{font-size:1.3rem;color:#b00}pre{background:#f6f6f6;padding:1rem;overflow:auto;"
+        "border-left:4px solid #b00}</style></head><body><h1>" + title + "</h1>"
+        "<p>microasgi is running with <code>debug=True</code>; never do so in production."
+        "</p><pre>" + html.escape(text) + "</pre></body></html>"
+    )
+
+
+async def _send_safely(response: Response, scope: Scope, receive: Receive, send: Send) -> None:
+    """Send ``response`` unless the server refuses it because a response already started."""
+    started = False
+
+    async def tracking_send(message: Message) -> None:
+        nonlocal started
+        await send(message)
+        started = True
+
+    try:
+        await response(scope, receive, tracking_send)
+    except Exception:
+        # NOTE: the first message failing means a response was already under way (or the
+        # client left); the connection is then ended by the server, which is all we can do.
+        if started:
+            raise
+
+
+async def _close_websocket(send: Send, code: int, reason: str) -> None:
+    try:
+        await send({"type": "websocket.close", "code": code, "reason": reason})
+    except Exception:
+        # NOTE: the socket is already closed (or never opened); nothing is left to tell.
+        logger.debug("WebSocket close %s could not be sent", code)

@@ -1,0 +1,326 @@
+"""App: the ASGI application — settings, routes, middleware, error handlers, lifespan."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, TypeVar
+
+from ._errors import ExceptionHandler, ExceptionLayer, handle_server_error
+from .datastructures import State
+from .exceptions import SetupError
+from .lifespan import Hook, LifespanFactory, child_lifespan, combine, serve_lifespan
+from .limits import Limits
+from .middleware import Middleware, build_stack
+from .routing.router import Router, RouteTable
+from .routing.routes import BaseRoute, Host, Mount, Route, WebSocketRoute
+from .types import ASGIApp, HandlerT, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["App", "LimitOptions", "Plugin"]
+
+HookT = TypeVar("HookT", bound=Hook)
+ExceptionHandlerT = TypeVar("ExceptionHandlerT", bound=ExceptionHandler)
+
+
+class Plugin(Protocol):
+    """A plugin: ``setup(app)`` may add routes, middleware, handlers and lifespan hooks."""
+
+    def setup(self, app: App) -> None: ...
+
+
+class LimitOptions(TypedDict, total=False):
+    """The fields of ``Limits``, accepted as keywords of ``App``."""
+
+    max_body_size: int | None
+    max_fields: int | None
+    max_files: int | None
+    max_part_size: int | None
+    max_part_headers: int | None
+    max_part_header_size: int | None
+    spool_max_size: int
+    max_ranges: int | None
+    max_decompressed_size: int | None
+    max_message_size: int | None
+    websocket_idle_timeout: float | None
+    websocket_max_rate: float | None
+
+
+class App:
+    """An ASGI application.
+
+    - ``debug``: HTML traceback pages for errors and warnings when the event loop blocks.
+    - ``routes``: route records to start with; ``@app.get(...)`` and friends add more.
+    - ``middleware``: ``Middleware`` specs; the first is the outermost.
+    - ``exception_handlers``: ``{status_code or exception class: handler}``.
+    - ``lifespan``: ``lifespan(app)`` async context manager; a dict it yields becomes the
+      default ``request.state``. ``on_startup`` / ``on_shutdown``: lists of hooks.
+    - ``limits`` (and each ``Limits`` field as a keyword): resource limits for every route.
+    - ``redirect_slashes``: 308 between ``/a/`` and ``/a`` when only the other exists.
+    - ``strict_content_type``: ``request.json()`` answers 415 unless the body is JSON.
+    """
+
+    def __init__(
+        self,
+        *,
+        debug: bool = False,
+        routes: Iterable[BaseRoute] | None = None,
+        middleware: Sequence[Middleware] | None = None,
+        exception_handlers: Mapping[int | type[BaseException], ExceptionHandler] | None = None,
+        lifespan: LifespanFactory | None = None,
+        on_startup: Sequence[Hook] | None = None,
+        on_shutdown: Sequence[Hook] | None = None,
+        limits: Limits | None = None,
+        redirect_slashes: bool = True,
+        strict_content_type: bool = True,
+        **limit_options: Unpack[LimitOptions],
+    ) -> None:
+        self.debug = debug
+        self.strict_content_type = strict_content_type
+        self.limits = (limits or Limits()).merged(Limits(**limit_options))
+        self.router = Router(routes, redirect_slashes=redirect_slashes)
+        self.router.lifespan_handler = self._lifespan
+        self.user_middleware: list[Middleware] = list(middleware or ())
+        self.exception_handlers: dict[int | type[BaseException], ExceptionHandler] = dict(
+            exception_handlers or {}
+        )
+        self.state = State()
+        self.lifespan_state: dict[str, Any] = {}
+        self._lifespans: list[LifespanFactory] = [lifespan] if lifespan else []
+        self._on_startup: list[Hook] = list(on_startup or ())
+        self._on_shutdown: list[Hook] = list(on_shutdown or ())
+        self._plugins: list[Any] = []
+        self._built = False
+        self._app: ASGIApp = self._first_call
+        self._on_error: Callable[[Exception, Scope, Receive, Send], Awaitable[None]] = (
+            functools.partial(handle_server_error, debug=debug)
+        )
+
+    # -- the ASGI entry point -----------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = self
+        # PERF: the outermost error handling is this try, not one more layer; with no user
+        # middleware the exception handlers answer here too, so a request crosses no layer
+        # between the app and its router.
+        try:
+            await self._app(scope, receive, send)
+        except Exception as exc:
+            await self._on_error(exc, scope, receive, send)
+
+    async def _first_call(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._build()
+        await self._app(scope, receive, send)
+
+    def _build(self) -> None:
+        """Freeze the routes and build the middleware stack, once."""
+        if self._built:
+            return
+        self.router.freeze(self.limits)
+        handlers = ExceptionLayer(self.router, self.exception_handlers, debug=self.debug)
+        if self.user_middleware:
+            self._app = build_stack(handlers, self.user_middleware)
+            self._on_error = functools.partial(handle_server_error, debug=self.debug)
+        else:
+            self._app = self.router
+            self._on_error = handlers.handle
+        self._built = True
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = scope.get("state")
+        children = [
+            child_lifespan(app, state if isinstance(state, dict) else {})
+            for app in _mounted_apps(self.router.routes)
+        ]
+        hooks = list(self._on_shutdown)
+        factory = combine([*self._lifespans, *children], self._on_startup, hooks)
+        await serve_lifespan(self, factory, scope, receive, send, self._set_lifespan_state)
+
+    def _set_lifespan_state(self, state: dict[str, Any]) -> None:
+        self.lifespan_state = dict(state)
+
+    def _check_setup(self, call: str) -> None:
+        if self._built:
+            raise SetupError(
+                f"App.{call} was called after the app started serving; call it before "
+                "startup (at import time, or in a plugin's setup())."
+            )
+
+    # -- routes (the decorators delegate to the app's Router) -----------------------------
+
+    def add_route(
+        self,
+        path: str,
+        endpoint: Callable[..., Any],
+        *,
+        methods: Iterable[str] | None = None,
+        name: str | None = None,
+        middleware: Sequence[Middleware] | None = None,
+        limits: Limits | None = None,
+    ) -> Route:
+        """Register an HTTP handler; the primitive under every method decorator."""
+        return self.router.add_route(
+            path, endpoint, methods=methods, name=name, middleware=middleware, limits=limits
+        )
+
+    def add_websocket_route(
+        self,
+        path: str,
+        endpoint: Callable[..., Any],
+        *,
+        name: str | None = None,
+        middleware: Sequence[Middleware] | None = None,
+        limits: Limits | None = None,
+    ) -> WebSocketRoute:
+        """Register a WebSocket handler."""
+        return self.router.add_websocket_route(
+            path, endpoint, name=name, middleware=middleware, limits=limits
+        )
+
+    def route(
+        self,
+        path: str,
+        *,
+        methods: Iterable[str] | None = None,
+        name: str | None = None,
+        middleware: Sequence[Middleware] | None = None,
+        limits: Limits | None = None,
+    ) -> Callable[[HandlerT], HandlerT]:
+        """Register the decorated function for ``methods`` (GET by default)."""
+        return self.router.route(
+            path, methods=methods, name=name, middleware=middleware, limits=limits
+        )
+
+    def get(self, path: str, **options: Any) -> Callable[[HandlerT], HandlerT]:
+        """Register the decorated function for GET (and so HEAD)."""
+        return self.router.get(path, **options)
+
+    def post(self, path: str, **options: Any) -> Callable[[HandlerT], HandlerT]:
+        """Register the decorated function for POST."""
+        return self.router.post(path, **options)
+
+    def put(self, path: str, **options: Any) -> Callable[[HandlerT], HandlerT]:
+        """Register the decorated function for PUT."""
+        return self.router.put(path, **options)
+
+    def patch(self, path: str, **options: Any) -> Callable[[HandlerT], HandlerT]:
+        """Register the decorated function for PATCH."""
+        return self.router.patch(path, **options)
+
+    def delete(self, path: str, **options: Any) -> Callable[[HandlerT], HandlerT]:
+        """Register the decorated function for DELETE."""
+        return self.router.delete(path, **options)
+
+    def head(self, path: str, **options: Any) -> Callable[[HandlerT], HandlerT]:
+        """Register the decorated function for HEAD."""
+        return self.router.head(path, **options)
+
+    def options(self, path: str, **options: Any) -> Callable[[HandlerT], HandlerT]:
+        """Register the decorated function for OPTIONS."""
+        return self.router.options(path, **options)
+
+    def websocket(self, path: str, **options: Any) -> Callable[[HandlerT], HandlerT]:
+        """Register the decorated function as a WebSocket handler."""
+        return self.router.websocket(path, **options)
+
+    def include_router(
+        self,
+        router: Router,
+        *,
+        prefix: str = "",
+        middleware: Sequence[Middleware] | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        """Copy ``router``'s routes into the app under ``prefix``."""
+        self.router.include_router(router, prefix=prefix, middleware=middleware, limits=limits)
+
+    def mount(self, path: str, app: ASGIApp, *, name: str | None = None) -> None:
+        """Serve any ASGI app under ``path``; its lifespan runs with the app's."""
+        self.router.mount(path, app, name=name)
+
+    def host(self, host: str, app: ASGIApp, *, name: str | None = None) -> None:
+        """Serve ``app`` for a host pattern such as ``{sub}.example.com``."""
+        self.router.host(host, app, name=name)
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> str:
+        """Return the path of the route called ``name``."""
+        return self.router.url_path_for(name, **path_params)
+
+    @property
+    def routes(self) -> RouteTable:
+        """Every registered route; ``print(app.routes)`` shows a table."""
+        return self.router.routes
+
+    # -- middleware, errors, lifespan, plugins -------------------------------------------
+
+    def add_middleware(self, cls: Any, /, *args: Any, **options: Any) -> None:
+        """Add an ASGI middleware class; the first added is the outermost."""
+        self._check_setup("add_middleware()")
+        self.user_middleware.append(Middleware(cls, *args, **options))
+
+    def add_exception_handler(
+        self, key: int | type[BaseException], handler: ExceptionHandler
+    ) -> None:
+        """Answer an exception class, or an HTTPException status code, with ``handler``."""
+        self._check_setup("add_exception_handler()")
+        if not isinstance(key, int) and not (
+            isinstance(key, type) and issubclass(key, BaseException)
+        ):
+            raise TypeError(f"exception_handler() takes a status code or exception class: {key!r}")
+        self.exception_handlers[key] = handler
+
+    def exception_handler(
+        self, key: int | type[BaseException]
+    ) -> Callable[[ExceptionHandlerT], ExceptionHandlerT]:
+        """Register the decorated ``handler(request, exc) -> Response``."""
+
+        def decorator(handler: ExceptionHandlerT) -> ExceptionHandlerT:
+            self.add_exception_handler(key, handler)
+            return handler
+
+        return decorator
+
+    def add_lifespan(self, lifespan: LifespanFactory) -> None:
+        """Add a ``lifespan(app)`` context manager, entered after those added before."""
+        self._check_setup("add_lifespan()")
+        self._lifespans.append(lifespan)
+
+    def on_startup(self, hook: HookT) -> HookT:
+        """Run the decorated function at startup (in registration order)."""
+        self._check_setup("on_startup()")
+        self._on_startup.append(hook)
+        return hook
+
+    def on_shutdown(self, hook: HookT) -> HookT:
+        """Run the decorated function at shutdown (in reverse registration order)."""
+        self._check_setup("on_shutdown()")
+        self._on_shutdown.append(hook)
+        return hook
+
+    def install(self, plugin: Plugin) -> None:
+        """Install a plugin: call its ``setup(app)``; the same plugin twice is an error."""
+        self._check_setup("install()")
+        if any(installed is plugin for installed in self._plugins):
+            raise SetupError(f"The plugin {plugin!r} is already installed on this app")
+        setup = getattr(plugin, "setup", None)
+        if not callable(setup):
+            raise TypeError(f"{plugin!r} is not a plugin: it has no setup(app) method")
+        self._plugins.append(plugin)
+        setup(self)
+
+    def __repr__(self) -> str:
+        return f"<App with {len(self.router.routes)} routes, debug={self.debug}>"
+
+
+def _mounted_apps(routes: Iterable[BaseRoute]) -> list[ASGIApp]:
+    """The ASGI apps mounted in ``routes`` whose own lifespan must run, depth first."""
+    apps: list[ASGIApp] = []
+    for route in routes:
+        if isinstance(route, (Mount, Host)):
+            if isinstance(route.app, Router):
+                apps.extend(_mounted_apps(route.app.routes))
+            else:
+                apps.append(route.app)
+    return apps

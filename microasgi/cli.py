@@ -1,0 +1,76 @@
+"""The ``microasgi`` command: ``microasgi run module:app`` on uvicorn, granian or hypercorn."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+__all__ = ["build_command", "main"]
+
+SERVERS = ("uvicorn", "granian", "hypercorn")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="microasgi", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="serve an ASGI app")
+    run.add_argument("app", help="the app to serve, as module:attribute (e.g. main:app)")
+    run.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    run.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    run.add_argument("--reload", action="store_true", help="restart when the code changes")
+    run.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    run.add_argument("--server", choices=SERVERS, default="uvicorn", help="default uvicorn")
+    return parser
+
+
+def build_command(args: argparse.Namespace) -> list[str]:
+    """Return the command line that serves ``args.app`` with the chosen server."""
+    if ":" not in args.app:
+        raise SystemExit(f"microasgi run: expected module:attribute, got {args.app!r}")
+    if args.workers < 1:
+        raise SystemExit("microasgi run: --workers must be at least 1")
+    if args.reload and args.workers > 1:
+        raise SystemExit("microasgi run: --reload and --workers > 1 cannot be combined")
+    bind = ["--host", args.host, "--port", str(args.port)]
+    if args.server == "uvicorn":
+        command = ["-m", "uvicorn", args.app, *bind, "--workers", str(args.workers)]
+        command += ["--reload"] if args.reload else []
+    elif args.server == "granian":
+        command = ["-m", "granian", "--interface", "asgi", *bind, "--workers", str(args.workers)]
+        command += ["--reload"] if args.reload else []
+        command.append(args.app)
+    else:
+        command = ["-m", "hypercorn", args.app, "--bind", _bind(args.host, args.port)]
+        command += ["--workers", str(args.workers)]
+        command += ["--reload"] if args.reload else []
+    return [sys.executable, *command]
+
+
+def _bind(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line and replace this process with the server."""
+    args = _parser().parse_args(argv)
+    module = args.server
+    if importlib.util.find_spec(module) is None:
+        hint = "pip install 'microasgi[server]'" if module == "uvicorn" else f"pip install {module}"
+        print(f"microasgi run: {module} is not installed ({hint})", file=sys.stderr)
+        return 2
+    command = build_command(args)
+    # NOTE: the current directory is importable, as it is for `uvicorn main:app`.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])
+    )
+    return _exec(command)
+
+
+def _exec(command: list[str]) -> NoReturn:
+    """Replace this process with ``command`` (signals then reach the server directly)."""
+    os.execv(shutil.which(command[0]) or command[0], command)

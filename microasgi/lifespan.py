@@ -1,0 +1,150 @@
+"""The ASGI lifespan protocol: startup and shutdown of an app and of what it mounts."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import anyio
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from ._utils import is_async_callable
+from .types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["Hook", "LifespanFactory", "child_lifespan", "combine", "serve_lifespan"]
+
+logger = logging.getLogger("microasgi")
+
+Hook = Callable[[], Awaitable[None] | None]
+"""A startup or shutdown hook: a function without arguments, sync or async."""
+
+LifespanFactory = Callable[[Any], AbstractAsyncContextManager[Any]]
+"""``lifespan(app)``: an async context manager; a mapping it yields becomes state."""
+
+
+async def _call_hook(hook: Hook) -> None:
+    if is_async_callable(hook):
+        await hook()  # type: ignore[misc]
+    else:
+        hook()
+
+
+def combine(
+    factories: Sequence[LifespanFactory],
+    on_startup: Sequence[Hook],
+    on_shutdown: Sequence[Hook],
+) -> LifespanFactory:
+    """Merge lifespan factories and hooks into one lifespan factory.
+
+    Factories are entered in order, then startup hooks run in registration order; at
+    shutdown, shutdown hooks run in reverse registration order, then the factories exit in
+    reverse. The mappings the factories yield are merged into the yielded state.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
+        state: dict[str, Any] = {}
+        async with AsyncExitStack() as stack:
+            for factory in factories:
+                value = await stack.enter_async_context(factory(app))
+                if isinstance(value, Mapping):
+                    state.update(value)
+                elif value is not None:
+                    raise TypeError(
+                        f"The lifespan {factory!r} yielded {type(value).__name__}; "
+                        "yield a dict of state, or nothing"
+                    )
+            for hook in on_shutdown:
+                stack.push_async_callback(_call_hook, hook)
+            for hook in on_startup:
+                await _call_hook(hook)
+            yield state
+
+    return lifespan
+
+
+async def serve_lifespan(
+    app: Any,
+    factory: LifespanFactory,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    on_state: Callable[[dict[str, Any]], None],
+) -> None:
+    """Run the lifespan protocol for ``app`` with the combined ``factory``."""
+    started = False
+    await receive()  # lifespan.startup
+    try:
+        async with factory(app) as state:
+            on_state(state)
+            if state and isinstance(scope.get("state"), dict):
+                scope["state"].update(state)
+            await send({"type": "lifespan.startup.complete"})
+            started = True
+            await receive()  # lifespan.shutdown
+    except BaseException:
+        text = traceback.format_exc()
+        logger.error("Lifespan %s failed:\n%s", "shutdown" if started else "startup", text)
+        failed = "lifespan.shutdown.failed" if started else "lifespan.startup.failed"
+        await send({"type": failed, "message": text})
+        raise
+    await send({"type": "lifespan.shutdown.complete"})
+
+
+def child_lifespan(app: ASGIApp, state: dict[str, Any]) -> LifespanFactory:
+    """Return a lifespan factory that runs a mounted ASGI app's own lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        to_child, child_inbox = anyio.create_memory_object_stream[Message](2)
+        child_outbox, from_child = anyio.create_memory_object_stream[Message](2)
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}}
+        scope["state"] = state
+
+        async def run() -> None:
+            async with child_outbox, child_inbox:
+                try:
+                    await app(scope, child_inbox.receive, child_outbox.send)
+                except Exception:
+                    # NOTE: an app that raises on a lifespan scope does not support the
+                    # protocol (ASGI spec); its startup is then skipped, not failed.
+                    logger.debug("Mounted app %r does not support lifespan", app)
+
+        async with anyio.create_task_group() as tg, to_child, from_child:
+            tg.start_soon(run)
+            try:
+                await to_child.send({"type": "lifespan.startup"})
+            except anyio.BrokenResourceError:
+                pass  # the app already returned: it has no lifespan
+            answer = await _receive_or_none(from_child)
+            if answer is not None and answer["type"] == "lifespan.startup.failed":
+                raise RuntimeError(
+                    f"Mounted app {app!r} failed to start: {answer.get('message', '')}"
+                )
+            try:
+                yield
+            finally:
+                if answer is not None:
+                    await _shutdown_child(to_child, from_child)
+
+    return lifespan
+
+
+async def _shutdown_child(
+    to_child: ObjectSendStream[Message], from_child: ObjectReceiveStream[Message]
+) -> None:
+    try:
+        await to_child.send({"type": "lifespan.shutdown"})
+    except anyio.BrokenResourceError:
+        return  # the app already ended its lifespan
+    await _receive_or_none(from_child)
+
+
+async def _receive_or_none(stream: ObjectReceiveStream[Message]) -> Message | None:
+    try:
+        return await stream.receive()
+    except anyio.EndOfStream:
+        return None

@@ -1,0 +1,46 @@
+"""Middleware: the ``Middleware`` spec (a class and its options) and the built-in layers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from microasgi.types import ASGIApp
+
+__all__ = ["Middleware"]
+
+
+class Middleware:
+    """A middleware class with the options to build it with, applied when the app starts.
+
+    ``Middleware(CORSMiddleware, allow_origins=["https://example.com"])``; the class is
+    called as ``cls(app, *args, **options)`` and must return an ASGI app.
+    """
+
+    __slots__ = ("args", "cls", "kwargs")
+
+    def __init__(self, cls: Any, /, *args: Any, **kwargs: Any) -> None:
+        if not callable(cls):
+            raise TypeError(f"Middleware() needs a middleware class, got {cls!r}")
+        self.cls = cls
+        self.args = args
+        self.kwargs = kwargs
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.cls, self.args, self.kwargs))
+
+    def build(self, app: ASGIApp) -> ASGIApp:
+        """Wrap ``app`` in this middleware."""
+        return self.cls(app, *self.args, **self.kwargs)  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        name = getattr(self.cls, "__name__", repr(self.cls))
+        options = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        return f"Middleware({', '.join([name, *options])})"
+
+
+def build_stack(app: ASGIApp, middleware: list[Middleware] | tuple[Middleware, ...]) -> ASGIApp:
+    """Wrap ``app`` so that the first middleware in the list is the outermost."""
+    for spec in reversed(middleware):
+        app = spec.build(app)
+    return app

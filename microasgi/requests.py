@@ -1,0 +1,270 @@
+"""HTTPConnection, shared by Request and WebSocket, and the HTTP Request."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import orjson
+
+from .datastructures import URL, Address, Headers, QueryParams, State, parse_cookie
+from .exceptions import ClientDisconnect, HTTPException
+from .limits import limits_for
+from .types import Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from .app import App
+
+__all__ = ["HTTPConnection", "Request"]
+
+BODY_KEY = "microasgi.body"
+"""Scope key of the cached request body, so every Request over one scope sees it."""
+
+
+async def _empty_receive() -> Message:
+    raise RuntimeError("This Request was built without a receive channel")
+
+
+async def _empty_send(message: Message) -> None:
+    raise RuntimeError("This Request was built without a send channel")
+
+
+class HTTPConnection(Mapping[str, Any]):
+    """What HTTP requests and WebSockets share: URL, headers, params, cookies, state.
+
+    Everything is parsed lazily from the ASGI scope, on first access.
+    """
+
+    # PERF: slots that stay unset until first use; a property fills its slot on demand,
+    # so building a connection costs two attribute stores.
+    __slots__ = ("_cookies", "_headers", "_query_params", "_receive", "_url", "scope")
+
+    def __init__(self, scope: Scope, receive: Receive | None = None) -> None:
+        self.scope = scope
+        self._receive = receive or _empty_receive
+
+    def __getitem__(self, key: str) -> Any:
+        return self.scope[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.scope)
+
+    def __len__(self) -> int:
+        return len(self.scope)
+
+    # Mapping would otherwise compare scopes item by item; identity is what callers mean.
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+    @property
+    def app(self) -> App:
+        """The application that received this connection."""
+        return self.scope["app"]  # type: ignore[no-any-return]
+
+    @property
+    def url(self) -> URL:
+        """The full URL; ``url.path`` is always the routed ``scope["path"]``."""
+        try:
+            return self._url
+        except AttributeError:
+            self._url: URL = URL(scope=self.scope)
+            return self._url
+
+    @property
+    def base_url(self) -> URL:
+        """The URL of the application root (scheme, host and ``root_path``)."""
+        root_path = self.scope.get("root_path", "")
+        return self.url.replace(path=root_path.rstrip("/") + "/", query="", fragment="")
+
+    @property
+    def headers(self) -> Headers:
+        """The request headers: case-insensitive, multi-valued, read-only."""
+        try:
+            return self._headers
+        except AttributeError:
+            self._headers: Headers = Headers(scope=self.scope)
+            return self._headers
+
+    @property
+    def query_params(self) -> QueryParams:
+        """The query string parameters, multi-valued."""
+        try:
+            return self._query_params
+        except AttributeError:
+            self._query_params: QueryParams = QueryParams(self.scope.get("query_string", b""))
+            return self._query_params
+
+    @property
+    def path_params(self) -> dict[str, Any]:
+        """The converted path parameters of the matched route."""
+        return self.scope.get("path_params", {})  # type: ignore[no-any-return]
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        """The request cookies, by name."""
+        try:
+            return self._cookies
+        except AttributeError:
+            self._cookies: dict[str, str] = parse_cookie(self.headers.get("cookie", ""))
+            return self._cookies
+
+    @property
+    def client(self) -> Address | None:
+        """The client's ``(host, port)``, or None when the server does not say."""
+        client = self.scope.get("client")
+        return Address(*client) if client else None
+
+    @property
+    def state(self) -> State:
+        """Per-connection state, starting from what the lifespan yielded."""
+        state = self.scope.get("state")
+        if state is None:
+            app = self.scope.get("app")
+            defaults = getattr(app, "lifespan_state", None) or {}
+            state = self.scope["state"] = dict(defaults)
+        return State(state)
+
+    @property
+    def session(self) -> dict[str, Any]:
+        """The session of SessionMiddleware."""
+        if "session" not in self.scope:
+            raise RuntimeError("request.session needs SessionMiddleware installed")
+        return self.scope["session"]  # type: ignore[no-any-return]
+
+    def url_for(self, name: str, /, **path_params: Any) -> URL:
+        """Return the absolute URL of the route called ``name``."""
+        path = self.scope["app"].url_path_for(name, **path_params)
+        root_path = self.scope.get("root_path", "").rstrip("/")
+        return self.url.replace(path=root_path + path, query="", fragment="")
+
+
+class Request(HTTPConnection):
+    """An HTTP request: the connection plus method and body."""
+
+    __slots__ = ("_buffered", "_form", "_is_disconnected", "_json", "_send", "_stream_consumed")
+
+    def __init__(
+        self, scope: Scope, receive: Receive = _empty_receive, send: Send = _empty_send
+    ) -> None:
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+
+    @property
+    def method(self) -> str:
+        """The request method, upper case."""
+        return self.scope["method"]  # type: ignore[no-any-return]
+
+    @property
+    def receive(self) -> Receive:
+        """The ASGI receive channel."""
+        return self._receive
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """Yield the body in chunks as they arrive, enforcing ``max_body_size``."""
+        body = self.scope.get(BODY_KEY)
+        if body is not None:
+            if body:
+                yield body
+            return
+        if getattr(self, "_stream_consumed", False):
+            raise RuntimeError("The request body was already streamed; read it only once")
+        self._stream_consumed = True
+        limit = self._body_limit()
+        received = 0
+        pending = self._take_buffered()
+        while True:
+            message = pending.pop(0) if pending else await self._receive()
+            if message["type"] == "http.request":
+                chunk = message.get("body", b"")
+                if chunk:
+                    received += len(chunk)
+                    if limit is not None and received > limit:
+                        raise _too_large(limit)
+                    yield chunk
+                if not message.get("more_body", False):
+                    return
+            elif message["type"] == "http.disconnect":
+                self._is_disconnected = True
+                raise ClientDisconnect()
+
+    async def body(self) -> bytes:
+        """Return the whole body; cached, so middleware and handler can both read it."""
+        body: bytes | None = self.scope.get(BODY_KEY)
+        if body is None:
+            # NOTE: chunks are joined once at the end: appending to bytes would be quadratic.
+            body = b"".join([chunk async for chunk in self.stream()])
+            self.scope[BODY_KEY] = body
+        return body
+
+    async def json(self) -> Any:
+        """Parse the body as JSON: 415 for another media type, 400 when malformed."""
+        try:
+            return self._json
+        except AttributeError:
+            pass
+        if getattr(self.scope.get("app"), "strict_content_type", True):
+            self._check_json_media_type()
+        body = await self.body()
+        try:
+            self._json: Any = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise HTTPException(400, f"Malformed JSON body: {exc.args[0]}") from None
+        return self._json
+
+    async def is_disconnected(self) -> bool:
+        """Return True once the client has gone away; never blocks."""
+        if getattr(self, "_is_disconnected", False):
+            return True
+        message: Message = {}
+        # NOTE: a cancelled scope turns receive() into a poll: it returns only what is ready.
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            message = await self._receive()
+        if message.get("type") == "http.disconnect":
+            self._is_disconnected = True
+        elif message.get("type") == "http.request":
+            self._buffer(message)
+        return getattr(self, "_is_disconnected", False)
+
+    def _buffer(self, message: Message) -> None:
+        """Keep a body message read by a poll, so stream() still yields it."""
+        buffered = getattr(self, "_buffered", [])
+        buffered.append(message)
+        self._buffered: list[Message] = buffered
+        limit = limits_for(self.scope).max_body_size
+        if limit is not None and sum(len(m.get("body", b"")) for m in buffered) > limit:
+            raise _too_large(limit)
+
+    def _take_buffered(self) -> list[Message]:
+        buffered = getattr(self, "_buffered", [])
+        self._buffered = []
+        return buffered
+
+    def _body_limit(self) -> int | None:
+        limit = limits_for(self.scope).max_body_size
+        if limit is not None:
+            length = self.headers.get("content-length")
+            # SECURITY: refuse before reading anything when the client announces too much.
+            if length is not None and length.isdigit() and int(length) > limit:
+                raise _too_large(limit)
+        return limit
+
+    def _check_json_media_type(self) -> None:
+        content_type = self.headers.get("content-type", "")
+        media_type = content_type.partition(";")[0].strip().lower()
+        # SECURITY: only JSON media types are parsed, so a cross-site form post (which
+        # cannot send application/json without a preflight) never reaches the handler.
+        if media_type != "application/json" and not (
+            media_type.endswith("+json") and "/" in media_type
+        ):
+            raise HTTPException(
+                415,
+                "Expected a JSON body with Content-Type: application/json, "
+                f"got {content_type or 'no Content-Type'!r}",
+            )
+
+
+def _too_large(limit: int) -> HTTPException:
+    return HTTPException(413, f"Request body exceeds the limit of {limit} bytes")

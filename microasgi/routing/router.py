@@ -1,0 +1,469 @@
+"""Router: registration (one primitive, decorators on top) and per-request dispatch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+from urllib.parse import quote
+
+from microasgi.exceptions import HTTPException, NoMatchFound, RouteConflictError, SetupError
+from microasgi.limits import Limits
+from microasgi.middleware import Middleware
+from microasgi.types import ASGIApp, HandlerT, Message, Receive, Scope, Send
+from microasgi.websockets import websocket_not_found
+
+from .routes import BaseRoute, Host, Mount, Route, WebSocketRoute
+from .tree import Leaf, RouteTree, parse_template
+
+__all__ = ["RouteTable", "Router"]
+
+WEBSOCKET = "WEBSOCKET"
+"""The method key of WebSocket routes in a leaf's handlers."""
+
+
+class RouteTable(list[BaseRoute]):
+    """The registered routes; ``print(app.routes)`` shows them as a table."""
+
+    def __str__(self) -> str:
+        rows = [("METHODS", "PATH", "NAME", "ENDPOINT"), *(_describe(route) for route in self)]
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        return "\n".join(
+            "  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[3]]).rstrip()
+            for row in rows
+        )
+
+
+def _describe(route: BaseRoute) -> tuple[str, str, str, str]:
+    name = route.name or ""
+    if isinstance(route, Route):
+        methods = sorted(route.methods | ({"HEAD"} if "GET" in route.methods else set()))
+        return ",".join(methods), route.path, name, _qualname(route.endpoint)
+    if isinstance(route, WebSocketRoute):
+        return "WS", route.path, name, _qualname(route.endpoint)
+    if isinstance(route, Host):
+        return "HOST", route.host, name, repr(route.app)
+    return "MOUNT", route.path or "/", name, repr(route.app)
+
+
+def _qualname(obj: Any) -> str:
+    module = getattr(obj, "__module__", "") or ""
+    name = getattr(obj, "__qualname__", None) or repr(obj)
+    return f"{module}.{name}" if module else str(name)
+
+
+class _HeadRoute:
+    """The HEAD answer of a GET route: the same handler, the body dropped."""
+
+    __slots__ = ("app", "param_names", "route")
+
+    def __init__(self, route: Route) -> None:
+        self.route = route
+        self.param_names = route.param_names
+        self.app: ASGIApp = route.app
+
+    def build(self) -> None:
+        inner = self.route.app
+
+        async def head(scope: Scope, receive: Receive, send: Send) -> None:
+            async def send_headers_only(message: Message) -> None:
+                if message["type"] == "http.response.body" and message.get("body"):
+                    message = {**message, "body": b""}
+                await send(message)
+
+            await inner(scope, receive, send_headers_only)
+
+        self.app = head
+
+
+class Router:
+    """Routes requests to handlers by path, method and host.
+
+    ``Router(routes=None, *, middleware=None, limits=None, redirect_slashes=True)``:
+    ``middleware`` wraps every route of this router (in the order given, first outermost),
+    ``limits`` overrides the app's limits for them, ``redirect_slashes`` answers ``/a/``
+    with a 308 to ``/a`` (and the reverse) when only the other form exists.
+    A Router is an ASGI app, and can be included in another (``include_router``) or mounted.
+    """
+
+    def __init__(
+        self,
+        routes: Iterable[BaseRoute] | None = None,
+        *,
+        middleware: Sequence[Middleware] | None = None,
+        limits: Limits | None = None,
+        redirect_slashes: bool = True,
+    ) -> None:
+        self.middleware = list(middleware or ())
+        self.limits = limits
+        self.redirect_slashes = redirect_slashes
+        self._tree = RouteTree()
+        self._routes = RouteTable()
+        self._hosts: list[Host] = []
+        self._heads: list[_HeadRoute] = []
+        self._frozen = False
+        self.lifespan_handler: ASGIApp | None = None
+        """Answers the lifespan scope; the App sets its own."""
+        for route in routes or ():
+            self.add(route)
+
+    # -- registration -------------------------------------------------------------------
+
+    def add(self, route: BaseRoute) -> None:
+        """Register a route record (Route, WebSocketRoute, Mount or Host)."""
+        self._check_setup("add()")
+        if isinstance(route, Route):
+            self._add_methods(route, route.methods)
+        elif isinstance(route, WebSocketRoute):
+            self._add_methods(route, (WEBSOCKET,))
+        elif isinstance(route, Mount):
+            leaf = self._tree.insert_prefix(route.template)
+            existing = leaf.handlers.get("*")
+            if existing is not None:
+                raise RouteConflictError(existing, route, "both mount the same prefix")
+            leaf.handlers["*"] = route
+        elif isinstance(route, Host):
+            self._hosts.append(route)
+        else:
+            raise TypeError(f"Router.add() takes a route record, got {route!r}")
+        self._routes.append(route)
+
+    def _add_methods(self, route: Route | WebSocketRoute, methods: Iterable[str]) -> None:
+        leaf = self._tree.insert(route.template)
+        methods = set(methods)
+        for method in sorted(methods):
+            existing = leaf.handlers.get(method)
+            if existing is None or isinstance(existing, _HeadRoute):
+                continue
+            raise RouteConflictError(
+                existing,
+                route,
+                f"both answer {'WebSocket' if method == WEBSOCKET else method} on the same "
+                "pattern, so the second could never be reached",
+            )
+        for method in methods:
+            leaf.handlers[method] = route
+        if isinstance(route, Route) and "GET" in methods and "HEAD" not in leaf.handlers:
+            head = _HeadRoute(route)
+            self._heads.append(head)
+            leaf.handlers["HEAD"] = head
+
+    def add_route(
+        self,
+        path: str,
+        endpoint: Callable[..., Any],
+        *,
+        methods: Iterable[str] | None = None,
+        name: str | None = None,
+        middleware: Sequence[Middleware] | None = None,
+        limits: Limits | None = None,
+    ) -> Route:
+        """Register an HTTP handler; the primitive under every method decorator."""
+        self._check_setup("add_route()")
+        route = Route(
+            path, endpoint, methods=methods, name=name, middleware=middleware, limits=limits
+        )
+        self.add(route)
+        return route
+
+    def add_websocket_route(
+        self,
+        path: str,
+        endpoint: Callable[..., Any],
+        *,
+        name: str | None = None,
+        middleware: Sequence[Middleware] | None = None,
+        limits: Limits | None = None,
+    ) -> WebSocketRoute:
+        """Register a WebSocket handler."""
+        self._check_setup("add_websocket_route()")
+        route = WebSocketRoute(path, endpoint, name=name, middleware=middleware, limits=limits)
+        self.add(route)
+        return route
+
+    def route(
+        self,
+        path: str,
+        *,
+        methods: Iterable[str] | None = None,
+        name: str | None = None,
+        middleware: Sequence[Middleware] | None = None,
+        limits: Limits | None = None,
+    ) -> Callable[[HandlerT], HandlerT]:
+        """Register the decorated function for ``methods`` (GET by default)."""
+
+        def decorator(func: HandlerT) -> HandlerT:
+            self.add_route(
+                path, func, methods=methods, name=name, middleware=middleware, limits=limits
+            )
+            return func
+
+        return decorator
+
+    def get(self, path: str, **options: Any) -> Callable[[HandlerT], HandlerT]:
+        """Register the decorated function for GET (and so HEAD)."""
+        return self.route(path, methods=["GET"], **options)
+
+    def post(self, path: str, **options: Any) -> Callable[[HandlerT], HandlerT]:
+        """Register the decorated function for POST."""
+        return self.route(path, methods=["POST"], **options)
+
+    def put(self, path: str, **options: Any) -> Callable[[HandlerT], HandlerT]:
+        """Register the decorated function for PUT."""
+        return self.route(path, methods=["PUT"], **options)
+
+    def patch(self, path: str, **options: Any) -> Callable[[HandlerT], HandlerT]:
+        """Register the decorated function for PATCH."""
+        return self.route(path, methods=["PATCH"], **options)
+
+    def delete(self, path: str, **options: Any) -> Callable[[HandlerT], HandlerT]:
+        """Register the decorated function for DELETE."""
+        return self.route(path, methods=["DELETE"], **options)
+
+    def head(self, path: str, **options: Any) -> Callable[[HandlerT], HandlerT]:
+        """Register the decorated function for HEAD."""
+        return self.route(path, methods=["HEAD"], **options)
+
+    def options(self, path: str, **options: Any) -> Callable[[HandlerT], HandlerT]:
+        """Register the decorated function for OPTIONS."""
+        return self.route(path, methods=["OPTIONS"], **options)
+
+    def websocket(
+        self,
+        path: str,
+        *,
+        name: str | None = None,
+        middleware: Sequence[Middleware] | None = None,
+        limits: Limits | None = None,
+    ) -> Callable[[HandlerT], HandlerT]:
+        """Register the decorated function as a WebSocket handler."""
+
+        def decorator(func: HandlerT) -> HandlerT:
+            self.add_websocket_route(path, func, name=name, middleware=middleware, limits=limits)
+            return func
+
+        return decorator
+
+    def include_router(
+        self,
+        router: Router,
+        *,
+        prefix: str = "",
+        middleware: Sequence[Middleware] | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        """Copy ``router``'s routes into this one under ``prefix``.
+
+        The included router's middleware and limits (and the ones given here, outside them)
+        apply to its routes only.
+        """
+        self._check_setup("include_router()")
+        if prefix:
+            parse_template(prefix)  # a malformed prefix fails here, naming itself
+            prefix = prefix.rstrip("/")
+        layers = [*(middleware or ()), *router.middleware]
+        merged = limits.merged(router.limits) if limits is not None else router.limits
+        for route in router._routes:
+            if isinstance(route, (Route, WebSocketRoute)):
+                self.add(route.prefixed(prefix, layers, merged))
+            elif isinstance(route, Mount):
+                self.add(Mount(prefix + route.path, route.app, name=route.name))
+            else:
+                self.add(route)
+
+    def mount(self, path: str, app: ASGIApp, *, name: str | None = None) -> None:
+        """Serve any ASGI app under ``path``."""
+        self._check_setup("mount()")
+        self.add(Mount(path, app, name=name))
+
+    def host(self, host: str, app: ASGIApp, *, name: str | None = None) -> None:
+        """Serve ``app`` for requests whose Host matches ``host`` (e.g. ``{sub}.example.com``)."""
+        self._check_setup("host()")
+        self.add(Host(host, app, name=name))
+
+    @property
+    def routes(self) -> RouteTable:
+        """Every registered route, in registration order."""
+        return self._routes
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> str:
+        """Return the path of the route called ``name`` with ``path_params`` filled in."""
+        for route in self._routes:
+            path = route.url_path(name, path_params)
+            if path is not None:
+                return path
+        raise NoMatchFound(name, path_params)
+
+    def _check_setup(self, call: str) -> None:
+        if self._frozen:
+            raise SetupError(
+                f"Router.{call} was called after the app started serving; register routes, "
+                "routers and mounts before startup (at import time or in a plugin's setup())."
+            )
+
+    def freeze(self, app_limits: Limits | None = None, inherited: Limits | None = None) -> None:
+        """Prepare every route's ASGI app; after this, registration raises SetupError.
+
+        ``app_limits`` are the app's limits, ``inherited`` those of an enclosing router.
+        """
+        if self._frozen:
+            return
+        app_limits = app_limits or Limits()
+        base = (inherited or app_limits).merged(self.limits)
+        for route in self._routes:
+            if isinstance(route, (Route, WebSocketRoute)):
+                route.build(base, app_limits)
+            elif isinstance(route.app, Router):
+                route.app.freeze(app_limits, base)
+        for head in self._heads:
+            head.build()
+        self._frozen = True
+
+    # -- dispatch -----------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Dispatch a request or WebSocket to its route."""
+        # PERF: the whole lookup is inlined here because it runs for every request.
+        scope_type = scope["type"]
+        if scope_type == "http":
+            method = scope["method"]
+        elif scope_type == "websocket":
+            method = WEBSOCKET
+        else:
+            await (self.lifespan_handler or self._lifespan)(scope, receive, send)
+            return
+        if not self._frozen:
+            self.freeze()
+        path = scope["path"]
+        root_path = scope.get("root_path")
+        if root_path:
+            path = route_path(path, root_path)
+        if self._hosts and await self._dispatch_host(scope, receive, send):
+            return
+        found = self._tree.match(path, method)
+        if found is not None:
+            leaf, route, values, end = found
+            if route is not None:
+                if values:
+                    params = dict(zip(route.param_names, values))
+                    outer = scope.get("path_params")
+                    scope["path_params"] = {**outer, **params} if outer else params
+                if leaf.is_prefix:
+                    await self._call_mount(route, scope, receive, send, path[:end])
+                    return
+                scope["route"] = route
+                await route.app(scope, receive, send)
+                return
+        await self._no_route(found, path, method, scope, receive, send)
+
+    async def _call_mount(
+        self, mount: Mount, scope: Scope, receive: Receive, send: Send, prefix: str
+    ) -> None:
+        child = dict(scope)
+        child["root_path"] = scope.get("root_path", "") + prefix.rstrip("/")
+        await mount.app(child, receive, send)
+
+    async def _dispatch_host(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        host = _host_name(scope)
+        for route in self._hosts:
+            params = route.match(host)
+            if params is not None:
+                outer = scope.get("path_params")
+                scope["path_params"] = {**outer, **params} if outer else params
+                await route.app(scope, receive, send)
+                return True
+        return False
+
+    async def _no_route(
+        self,
+        found: tuple[Leaf, Any, list[Any], int] | None,
+        path: str,
+        method: str,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        if method == WEBSOCKET:
+            await websocket_not_found(scope, receive, send)
+            return
+        if found is not None:
+            allow = self._allow(path)
+            if method == "OPTIONS":
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 204,
+                        "headers": [(b"allow", allow.encode("latin-1"))],
+                    }
+                )
+                await send({"type": "http.response.body", "body": b""})
+                return
+            raise HTTPException(405, headers={"Allow": allow})
+        if self.redirect_slashes:
+            location = self._slash_redirect(path, method, scope)
+            if location is not None:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 308,
+                        "headers": [
+                            (b"location", location.encode("latin-1")),
+                            (b"content-length", b"0"),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": b""})
+                return
+        raise HTTPException(404)
+
+    def _allow(self, path: str) -> str:
+        methods = self._tree.allowed_methods(path) - {WEBSOCKET, "*"}
+        return ", ".join(sorted(methods | {"OPTIONS"}))
+
+    def _slash_redirect(self, path: str, method: str, scope: Scope) -> str | None:
+        # SECURITY: "//evil.com/" or "/\evil.com" would become a scheme-relative Location
+        # that browsers follow off-site; such paths are never redirected.
+        if path.startswith(("//", "/\\")) or path == "/":
+            return None
+        other = path[:-1] if path.endswith("/") else path + "/"
+        if self._tree.match(other, method) is None:
+            return None
+        location = quote(scope.get("root_path", "").rstrip("/") + other, safe="/:@!$&'()*+,;=-._~")
+        query = scope.get("query_string", b"")
+        if query:
+            location += "?" + query.decode("latin-1")
+        return location
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # NOTE: a Router served on its own has no lifespan work; it only acknowledges.
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def __repr__(self) -> str:
+        return f"<Router with {len(self._routes)} routes>"
+
+
+def route_path(path: str, root_path: str) -> str:
+    """Return the part of ``path`` that routing sees below ``root_path``."""
+    if not path.startswith(root_path):
+        return path
+    if path == root_path:
+        return "/"
+    if path[len(root_path)] == "/":
+        return path[len(root_path) :]
+    return path
+
+
+def _host_name(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"host":
+            host: str = value.decode("latin-1").lower()
+            if host.startswith("["):
+                return host.partition("]")[0] + "]"
+            return host.partition(":")[0]
+    server = scope.get("server")
+    return str(server[0]).lower() if server else ""

@@ -1,0 +1,285 @@
+"""Route records: what was registered, and the ASGI app prepared for it at start-up."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from microasgi._endpoint import build_endpoint
+from microasgi._utils import callable_name
+from microasgi.exceptions import RouteTemplateError
+from microasgi.limits import Limits
+from microasgi.middleware import Middleware, build_stack
+from microasgi.types import ASGIApp, Receive, Scope, Send
+from microasgi.websockets import build_websocket_endpoint
+
+from .converters import NO_MATCH, Converter, get_converter
+from .tree import Template, parse_template
+
+__all__ = ["BaseRoute", "Host", "Mount", "Route", "WebSocketRoute"]
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+async def _not_built(scope: Scope, receive: Receive, send: Send) -> None:
+    raise RuntimeError("This route was not prepared; routes are prepared when the app starts")
+
+
+def _with_limits(app: ASGIApp, limits: Limits) -> ASGIApp:
+    async def limited(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["microasgi.limits"] = limits
+        await app(scope, receive, send)
+
+    return limited
+
+
+class BaseRoute:
+    """What every route record has: a path template, a name and a prepared ASGI app."""
+
+    path: str
+    name: str | None
+    template: Template
+    param_names: tuple[str, ...]
+    app: ASGIApp
+
+    def url_path(self, name: str, params: Mapping[str, Any]) -> str | None:
+        """Return the path of this route for ``name`` and ``params``, or None."""
+        if name != self.name or set(params) != set(self.param_names):
+            return None
+        return self.template.format(params)
+
+
+class _Endpoint(BaseRoute):
+    """A route whose target is a user handler, with its own middleware and limits."""
+
+    def __init__(
+        self,
+        path: str,
+        endpoint: Callable[..., Any],
+        *,
+        name: str | None,
+        middleware: Sequence[Middleware] | None,
+        limits: Limits | None,
+    ) -> None:
+        if not callable(endpoint):
+            raise TypeError(f"The endpoint for {path!r} must be callable, got {endpoint!r}")
+        self.path = path
+        self.template = parse_template(path)
+        self.param_names = self.template.param_names
+        self.endpoint = endpoint
+        self.name = callable_name(endpoint, qualified=False) if name is None else name
+        self.middleware = list(middleware or ())
+        self.limits = limits
+        self.app = _not_built
+
+    def _build_endpoint(self) -> ASGIApp:
+        raise NotImplementedError
+
+    def build(self, base: Limits, app_limits: Limits) -> None:
+        """Prepare the ASGI app: handler, route middleware, and limits when they differ.
+
+        ``base`` are the limits of the enclosing routers, ``app_limits`` the app's.
+        """
+        app = build_stack(self._build_endpoint(), self.middleware)
+        limits = base.merged(self.limits)
+        if limits is not app_limits:
+            app = _with_limits(app, limits)
+        self.app = app
+
+    def _prefixed_options(
+        self, middleware: Sequence[Middleware], limits: Limits | None
+    ) -> dict[str, Any]:
+        merged = self.limits if limits is None else limits.merged(self.limits)
+        return {"name": self.name, "middleware": [*middleware, *self.middleware], "limits": merged}
+
+
+class Route(_Endpoint):
+    """An HTTP route: a path template, methods and a handler."""
+
+    def __init__(
+        self,
+        path: str,
+        endpoint: Callable[..., Any],
+        *,
+        methods: Iterable[str] | None = None,
+        name: str | None = None,
+        middleware: Sequence[Middleware] | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        super().__init__(path, endpoint, name=name, middleware=middleware, limits=limits)
+        if isinstance(methods, str):
+            raise TypeError(f"methods for {path!r} must be a list of strings, not one string")
+        self.methods = frozenset(m.upper() for m in (methods or ("GET",)))
+        invalid = sorted(m for m in self.methods if not _TOKEN.match(m))
+        if not self.methods or invalid:
+            raise ValueError(f"Invalid HTTP methods for {path!r}: {invalid or 'none given'}")
+
+    def _build_endpoint(self) -> ASGIApp:
+        return build_endpoint(self.endpoint, self.param_names)
+
+    def prefixed(
+        self, prefix: str, middleware: Sequence[Middleware] = (), limits: Limits | None = None
+    ) -> Route:
+        """Return a copy under ``prefix``, with router middleware and limits around it."""
+        return Route(
+            prefix + self.path,
+            self.endpoint,
+            methods=self.methods,
+            **self._prefixed_options(middleware, limits),
+        )
+
+    def __repr__(self) -> str:
+        methods = sorted(self.methods | ({"HEAD"} if "GET" in self.methods else set()))
+        return f"Route(path={self.path!r}, methods={methods!r}, name={self.name!r})"
+
+
+class WebSocketRoute(_Endpoint):
+    """A WebSocket route: a path template and a handler."""
+
+    def __init__(
+        self,
+        path: str,
+        endpoint: Callable[..., Any],
+        *,
+        name: str | None = None,
+        middleware: Sequence[Middleware] | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        super().__init__(path, endpoint, name=name, middleware=middleware, limits=limits)
+
+    def _build_endpoint(self) -> ASGIApp:
+        return build_websocket_endpoint(self.endpoint, self.param_names)
+
+    def prefixed(
+        self, prefix: str, middleware: Sequence[Middleware] = (), limits: Limits | None = None
+    ) -> WebSocketRoute:
+        """Return a copy under ``prefix``, with router middleware and limits around it."""
+        return WebSocketRoute(
+            prefix + self.path, self.endpoint, **self._prefixed_options(middleware, limits)
+        )
+
+    def __repr__(self) -> str:
+        return f"WebSocketRoute(path={self.path!r}, name={self.name!r})"
+
+
+class Mount(BaseRoute):
+    """Any ASGI app served under a path prefix.
+
+    The mounted app sees the full path in ``scope["path"]`` and the prefix appended to
+    ``scope["root_path"]``.
+    """
+
+    def __init__(self, path: str, app: ASGIApp, *, name: str | None = None) -> None:
+        if path and not path.startswith("/"):
+            raise RouteTemplateError(f"Mount path {path!r} must start with '/'")
+        self.path = path.rstrip("/")
+        self.template = parse_template(self.path or "/")
+        self.param_names = self.template.param_names
+        self.app = app
+        self.name = name
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        """The routes of the mounted app, when it is a microasgi Router or App."""
+        return list(getattr(self.app, "routes", []))
+
+    def url_path(self, name: str, params: Mapping[str, Any]) -> str | None:
+        """Resolve ``mount_name:route_name`` into the mounted router, or the mount itself."""
+        if self.name is None:
+            return None
+        if name == self.name:
+            if "path" in params and set(params) - {"path"} == set(self.param_names):
+                rest = {k: v for k, v in params.items() if k != "path"}
+                return (
+                    self.template.format(rest).rstrip("/") + "/" + str(params["path"]).lstrip("/")
+                )
+            return None
+        own, _, child = name.partition(":")
+        url_path_for = getattr(self.app, "url_path_for", None)
+        if own != self.name or not child or url_path_for is None:
+            return None
+        mine = {k: v for k, v in params.items() if k in self.param_names}
+        if set(mine) != set(self.param_names):
+            return None
+        rest = {k: v for k, v in params.items() if k not in self.param_names}
+        try:
+            child_path = url_path_for(child, **rest)
+        except LookupError:
+            return None
+        return self.template.format(mine).rstrip("/") + str(child_path)
+
+    def __repr__(self) -> str:
+        return f"Mount(path={self.path or '/'!r}, name={self.name!r}, app={self.app!r})"
+
+
+class Host(BaseRoute):
+    """An ASGI app (usually a Router) served for a host pattern like ``{sub}.example.com``."""
+
+    def __init__(self, host: str, app: ASGIApp, *, name: str | None = None) -> None:
+        self.path = ""
+        self.host = host
+        self.app = app
+        self.name = name
+        self._labels = _parse_host(host)
+        self.param_names = tuple(label[0] for label in self._labels if label[1] is not None)
+
+    def match(self, host: str) -> dict[str, Any] | None:
+        """Return the converted host params when ``host`` (no port) matches, else None."""
+        labels = host.split(".")
+        if len(labels) != len(self._labels):
+            return None
+        params: dict[str, Any] = {}
+        for label, (text, converter) in zip(labels, self._labels):
+            if converter is None:
+                if label != text:
+                    return None
+                continue
+            value = converter.match(label)
+            if value is NO_MATCH:
+                return None
+            params[text] = value
+        return params
+
+    def url_path(self, name: str, params: Mapping[str, Any]) -> str | None:
+        """Resolve ``host_name:route_name`` into the host's router (a path, without host)."""
+        own, _, child = name.partition(":")
+        url_path_for = getattr(self.app, "url_path_for", None)
+        if self.name is None or own != self.name or not child or url_path_for is None:
+            return None
+        rest = {k: v for k, v in params.items() if k not in self.param_names}
+        try:
+            return str(url_path_for(child, **rest))
+        except LookupError:
+            return None
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        """The routes of the host's app, when it is a microasgi Router or App."""
+        return list(getattr(self.app, "routes", []))
+
+    def __repr__(self) -> str:
+        return f"Host(host={self.host!r}, name={self.name!r}, app={self.app!r})"
+
+
+def _parse_host(host: str) -> list[tuple[str, Converter | None]]:
+    """Parse a host template into labels: (text, None) static or (name, converter)."""
+    labels: list[tuple[str, Converter | None]] = []
+    seen: set[str] = set()
+    for label in host.split("."):
+        if label.startswith("{") and label.endswith("}"):
+            name, _, kind = label[1:-1].partition(":")
+            if not name.isidentifier() or name in seen:
+                raise RouteTemplateError(
+                    f"Host template {host!r}: {label!r} must be {{name}} or {{name:converter}} "
+                    "with a unique identifier"
+                )
+            seen.add(name)
+            labels.append((name, get_converter(kind or "str")))
+        elif not label or "{" in label or "}" in label:
+            raise RouteTemplateError(
+                f"Host template {host!r}: each label must be text or a whole {{param}}"
+            )
+        else:
+            labels.append((label.lower(), None))
+    return labels

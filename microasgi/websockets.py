@@ -1,0 +1,617 @@
+"""WebSocket: the connection, its two-sided state machine, limits and denial responses.
+
+Both sides of a connection have a state. The client side follows the messages the server
+delivers (``websocket.connect``, ``websocket.receive``, ``websocket.disconnect``); the
+application side follows the messages the handler sends (``websocket.accept``,
+``websocket.send``, ``websocket.close``, ``websocket.http.response.*``). A call that does
+not fit the current state raises ``RuntimeError`` naming the message that was expected and
+the one that arrived.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, NoReturn
+
+import anyio
+import orjson
+
+from ._endpoint import plan_call
+from ._utils import callable_name, escape_for_log, is_async_callable
+from .exceptions import WebSocketDisconnect, WebSocketException
+from .limits import limits_for
+from .requests import HTTPConnection
+from .types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = [
+    "WebSocket",
+    "WebSocketDisconnect",
+    "WebSocketState",
+    "build_websocket_endpoint",
+    "websocket_not_found",
+]
+
+logger = logging.getLogger("microasgi")
+
+DENIAL_EXTENSION = "websocket.http.response"
+"""The ASGI extension that lets an app answer the handshake with an HTTP response."""
+
+
+class WebSocketState(enum.Enum):
+    """Where one side of a WebSocket connection is in its lifecycle."""
+
+    CONNECTING = 0
+    """Handshake in progress: client side until ``websocket.connect`` is received,
+    application side until it sends accept, close or a denial response."""
+    CONNECTED = 1
+    """The handshake completed; messages flow."""
+    DISCONNECTED = 2
+    """Closed: the client sent ``websocket.disconnect`` / the application sent
+    ``websocket.close`` or finished a denial response."""
+    RESPONSE = 3
+    """Application side only: a denial response has started and its body is being sent."""
+
+
+# PERF: module globals are one dict lookup; WebSocketState.X is two on every message.
+_CONNECTING = WebSocketState.CONNECTING
+_CONNECTED = WebSocketState.CONNECTED
+_DISCONNECTED = WebSocketState.DISCONNECTED
+_RESPONSE = WebSocketState.RESPONSE
+
+_EXPECTED_SEND = {
+    _CONNECTING: ("websocket.accept", "websocket.close", "websocket.http.response.start"),
+    _CONNECTED: ("websocket.send", "websocket.close"),
+    _RESPONSE: ("websocket.http.response.body",),
+}
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_ABNORMAL = 1006
+CLOSE_INVALID_DATA = 1007
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_MESSAGE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
+
+_ERROR_BODY = b"Internal Server Error"
+_NOT_FOUND_BODY = b'{"detail":"Not Found"}'
+
+
+def _expected(names: Iterable[str]) -> str:
+    quoted = [f'"{name}"' for name in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+def _encode_headers(
+    headers: Mapping[str, str] | Mapping[bytes, bytes] | Iterable[tuple[Any, Any]],
+) -> list[tuple[bytes, bytes]]:
+    """Turn a mapping or (name, value) pairs, str or bytes, into ASGI raw headers."""
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    raw: list[tuple[bytes, bytes]] = []
+    for name, value in items:
+        name_b = name.encode("latin-1") if isinstance(name, str) else bytes(name)
+        value_b = value.encode("latin-1") if isinstance(value, str) else bytes(value)
+        # SECURITY: a CR or LF would let a value smuggle extra handshake headers.
+        if any(c in name_b or c in value_b for c in (b"\r", b"\n", b"\0")) or not name_b:
+            raise ValueError(f"Invalid header {name!r}: {value!r} (empty name, CR, LF or NUL)")
+        raw.append((name_b.lower(), value_b))
+    return raw
+
+
+class WebSocket(HTTPConnection):
+    """A WebSocket connection, handed to ``@app.websocket`` handlers.
+
+    ``application_state`` and ``client_state`` are the two sides' ``WebSocketState``.
+    The limits in force (``max_message_size``, ``websocket_idle_timeout``,
+    ``websocket_max_rate``) are read from the route, router or app when it is built.
+    """
+
+    __slots__ = (
+        "_idle_timeout",
+        "_last_message",
+        "_max_rate",
+        "_max_size",
+        "_send",
+        "_tokens",
+        "application_state",
+        "client_state",
+    )
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            raise ValueError(f'WebSocket needs a "websocket" scope, got {scope["type"]!r}')
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+        self.client_state = _CONNECTING
+        self.application_state = _CONNECTING
+        limits = limits_for(scope)
+        self._max_size = limits.max_message_size
+        self._idle_timeout = limits.websocket_idle_timeout
+        self._max_rate = limits.websocket_max_rate
+        self._tokens = self._max_rate or 0.0
+        self._last_message = 0.0
+
+    @property
+    def subprotocols(self) -> list[str]:
+        """The subprotocols the client offered, in its order of preference."""
+        return list(self.scope.get("subprotocols") or ())
+
+    # -- receiving ------------------------------------------------------------------
+
+    async def receive(self) -> Message:
+        """Receive the next ASGI message, enforcing the message limits.
+
+        A message over ``max_message_size`` closes with 1009, a client over
+        ``websocket_max_rate`` with 1008 and ``websocket_idle_timeout`` of silence with
+        1001; each then raises ``WebSocketDisconnect`` with that code.
+        """
+        if self.client_state is not _CONNECTED or self.application_state is not _CONNECTED:
+            return await self._receive_outside_session()
+        if self._idle_timeout is None:
+            message = await self._receive()
+        else:
+            message = await self._receive_or_idle(self._idle_timeout)
+        broken = self._admit(message)
+        if broken is not None:
+            await self._close_for_limit(*broken)
+        return message
+
+    def _admit(self, message: Message) -> tuple[int, str] | None:
+        """Check a message received in session; return (close code, reason) if over a limit."""
+        message_type = message["type"]
+        if message_type == "websocket.receive":
+            if self._max_size is not None and self._oversize(message):
+                return CLOSE_MESSAGE_TOO_BIG, f"Message exceeds the limit of {self._max_size} bytes"
+            if self._max_rate is not None:
+                return self._take_token()
+        elif message_type == "websocket.disconnect":
+            self.client_state = _DISCONNECTED
+        else:
+            raise _unexpected_receive(("websocket.receive", "websocket.disconnect"), message)
+        return None
+
+    async def _receive_outside_session(self) -> Message:
+        """Receive during the handshake, or after the application closed."""
+        if self.client_state is _CONNECTING:
+            message = await self._receive()
+            if message["type"] == "websocket.connect":
+                self.client_state = _CONNECTED
+            elif message["type"] == "websocket.disconnect":
+                self.client_state = _DISCONNECTED
+            else:
+                raise _unexpected_receive(("websocket.connect",), message)
+            return message
+        if self.client_state is _DISCONNECTED:
+            raise RuntimeError(
+                'Cannot receive: "websocket.disconnect" was already received and the client is gone'
+            )
+        if self.application_state is _CONNECTING:
+            raise RuntimeError(
+                'Expected "websocket.accept" to be sent before receiving messages: '
+                "call await ws.accept() first"
+            )
+        # NOTE: after the application closed (or answered with a denial response) the
+        # server still reports the disconnect; no limits apply to what remains.
+        message = await self._receive()
+        if message["type"] == "websocket.disconnect":
+            self.client_state = _DISCONNECTED
+        return message
+
+    async def _receive_or_idle(self, timeout: float) -> Message:
+        with anyio.move_on_after(timeout):
+            return await self._receive()
+        await self._close_for_limit(CLOSE_GOING_AWAY, f"No message for {timeout:g} seconds")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _oversize(self, message: Message) -> bool:
+        text = message.get("text")
+        if text is None:
+            return len(message.get("bytes") or b"") > self._max_size  # type: ignore[operator]
+        # PERF: isascii() is O(1) on CPython strings; only non-ASCII text is encoded.
+        size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+        return size > self._max_size  # type: ignore[operator]
+
+    def _take_token(self) -> tuple[int, str] | None:
+        rate: float = self._max_rate  # type: ignore[assignment]
+        now = time.monotonic()
+        # A token bucket holding one second's worth of messages (at least one).
+        tokens = min(max(rate, 1.0), self._tokens + (now - self._last_message) * rate) - 1.0
+        self._last_message = now
+        self._tokens = tokens
+        if tokens < 0:
+            return CLOSE_POLICY_VIOLATION, f"More than {rate:g} messages per second"
+        return None
+
+    async def _close_for_limit(self, code: int, reason: str) -> None:
+        """Close for a broken limit and end the handler's receive loop."""
+        await self.close(code, reason)
+        raise WebSocketDisconnect(code, reason)
+
+    async def receive_text(self) -> str:
+        """Receive a text message; ``WebSocketDisconnect`` when the client goes."""
+        return _data(await self.receive(), "text")  # type: ignore[no-any-return]
+
+    async def receive_bytes(self) -> bytes:
+        """Receive a binary message; ``WebSocketDisconnect`` when the client goes."""
+        return _data(await self.receive(), "bytes")  # type: ignore[no-any-return]
+
+    async def receive_json(self, mode: str = "text") -> Any:
+        """Receive a JSON message, from a text frame or (``mode="binary"``) a binary one.
+
+        Malformed JSON closes the connection with 1007.
+        """
+        return _loads(_data(await self.receive(), _data_key(mode)))
+
+    def iter_text(self) -> AsyncIterator[str]:
+        """Iterate over text messages until the client disconnects."""
+        return _Messages(self, "text")
+
+    def iter_bytes(self) -> AsyncIterator[bytes]:
+        """Iterate over binary messages until the client disconnects."""
+        return _Messages(self, "bytes")
+
+    def iter_json(self, mode: str = "text") -> AsyncIterator[Any]:
+        """Iterate over JSON messages until the client disconnects."""
+        return _JSONMessages(self, _data_key(mode))
+
+    # -- sending --------------------------------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        """Send an ASGI message, checking it against the application state."""
+        state = self.application_state
+        message_type = message["type"]
+        if state is _DISCONNECTED:
+            raise RuntimeError(
+                f'Cannot send "{message_type}": the application already closed the '
+                "connection (or answered the handshake with a response)"
+            )
+        expected = _EXPECTED_SEND[state]
+        if message_type not in expected:
+            raise RuntimeError(
+                f"Expected ASGI message {_expected(expected)}, but got {message_type!r}"
+                + _HINTS.get((state, message_type), "")
+            )
+        if state is _CONNECTING:
+            if self.client_state is _CONNECTING:
+                # NOTE: the handshake starts with "websocket.connect"; take it first.
+                await self._receive_outside_session()
+            if self.client_state is _DISCONNECTED:
+                # The client left during the handshake: there is nobody left to answer.
+                self.application_state = _DISCONNECTED
+                raise WebSocketDisconnect(CLOSE_ABNORMAL)
+            if message_type == "websocket.accept":
+                self.application_state = _CONNECTED
+            elif message_type == "websocket.close":
+                self.application_state = _DISCONNECTED
+            else:
+                if DENIAL_EXTENSION not in (self.scope.get("extensions") or {}):
+                    raise RuntimeError(
+                        f'The server does not support the "{DENIAL_EXTENSION}" extension; '
+                        "use send_denial_response(), which falls back to a close (403)"
+                    )
+                self.application_state = _RESPONSE
+        elif message_type == "websocket.close" or (
+            state is _RESPONSE and not message.get("more_body", False)
+        ):
+            self.application_state = _DISCONNECTED
+        await self._send_or_disconnect(message)
+
+    async def _send_or_disconnect(self, message: Message) -> None:
+        try:
+            await self._send(message)
+        except OSError:
+            self._sent_to_gone_client()
+
+    def _sent_to_gone_client(self) -> NoReturn:
+        # NOTE: ASGI servers raise an OSError (uvicorn's ClientDisconnected, ...) when
+        # the client is gone; for the handler that is a disconnect.
+        self.application_state = _DISCONNECTED
+        raise WebSocketDisconnect(CLOSE_ABNORMAL) from None
+
+    async def accept(
+        self,
+        subprotocol: str | None = None,
+        headers: Mapping[str, str]
+        | Mapping[bytes, bytes]
+        | Iterable[tuple[Any, Any]]
+        | None = None,
+    ) -> None:
+        """Complete the handshake, choosing a subprotocol and adding response headers."""
+        message: Message = {"type": "websocket.accept", "subprotocol": subprotocol}
+        if headers:
+            message["headers"] = _encode_headers(headers)
+        await self.send(message)
+
+    async def send_text(self, data: str) -> None:
+        """Send a text message."""
+        message = {"type": "websocket.send", "text": data}
+        if self.application_state is not _CONNECTED:
+            await self.send(message)  # raises the error naming the expected message
+        # PERF: the state is known; skip the generic checks of send() (and one await).
+        # NOTE: this awaits the server's send, so a slow client slows the sender here:
+        # backpressure is the server's transport, microasgi buffers nothing.
+        try:
+            await self._send(message)
+        except OSError:
+            self._sent_to_gone_client()
+
+    async def send_bytes(self, data: bytes) -> None:
+        """Send a binary message."""
+        message = {"type": "websocket.send", "bytes": data}
+        if self.application_state is not _CONNECTED:
+            await self.send(message)  # raises the error naming the expected message
+        try:
+            await self._send(message)
+        except OSError:
+            self._sent_to_gone_client()
+
+    async def send_json(self, data: Any, mode: str = "text") -> None:
+        """Send ``data`` as JSON (orjson): a text frame, or binary with ``mode="binary"``."""
+        encoded = orjson.dumps(data)
+        if _data_key(mode) == "text":
+            await self.send_text(encoded.decode())
+        else:
+            await self.send_bytes(encoded)
+
+    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        """Close the connection; before ``accept()`` the server answers HTTP 403.
+
+        Closing a connection that is already closed, by either side, does nothing.
+        """
+        if self.application_state is _DISCONNECTED or self.client_state is _DISCONNECTED:
+            self.application_state = _DISCONNECTED
+            return
+        await self.send({"type": "websocket.close", "code": code, "reason": reason})
+
+    async def send_denial_response(self, response: ASGIApp) -> None:
+        """Refuse the handshake with an HTTP response (e.g. 401 with WWW-Authenticate).
+
+        Uses the ASGI ``websocket.http.response`` extension; a server without it gets a
+        close instead, which it answers with HTTP 403.
+        """
+        if self.application_state is not _CONNECTING:
+            raise RuntimeError(
+                "Expected the handshake to be in progress for a denial response, but the "
+                f"application state is {self.application_state.name}: deny before accept()"
+            )
+        if DENIAL_EXTENSION not in (self.scope.get("extensions") or {}):
+            await self.close()
+            return
+        await response(self.scope, self._receive, self._send_denial_message)
+        if self.application_state is not _DISCONNECTED:
+            raise RuntimeError(
+                'Expected the denial response to end with "http.response.body" and '
+                "more_body=False, but it returned before"
+            )
+
+    async def _send_denial_message(self, message: Message) -> None:
+        message_type = message["type"]
+        if message_type in ("http.response.start", "http.response.body"):
+            message = {**message, "type": "websocket." + message_type}
+        await self.send(message)
+
+
+class _Messages:
+    """The data of received messages, until the client disconnects.
+
+    A plain async iterator rather than an async generator: leaving the loop early needs
+    no finalization (trio warns about async generators collected unfinished).
+    """
+
+    __slots__ = ("_key", "_receive", "_short", "_websocket")
+
+    def __init__(self, websocket: WebSocket, key: str) -> None:
+        self._websocket = websocket
+        self._key = key
+        idle_timeout = websocket._idle_timeout
+        max_size = websocket._max_size
+        self._receive: Receive = websocket._receive
+        if idle_timeout is not None:
+            self._receive = functools.partial(websocket._receive_or_idle, idle_timeout)
+        if idle_timeout is not None or websocket._max_rate is not None:
+            self._short = -1  # every message is counted by _admit()
+        elif max_size is None:
+            self._short = sys.maxsize
+        else:
+            # PERF: data this short is within max_message_size whatever it holds (a
+            # character is at most 4 bytes in UTF-8), so the fast path compares lengths.
+            self._short = max_size // 4 if key == "text" else max_size
+
+    def __aiter__(self) -> _Messages:
+        return self
+
+    async def __anext__(self) -> Any:
+        websocket = self._websocket
+        if websocket.client_state is _CONNECTED and websocket.application_state is _CONNECTED:
+            # PERF: receive() inlined: one await per message, as raw ASGI has.
+            try:
+                message = await self._receive()
+            except WebSocketDisconnect:  # closed for being idle
+                raise StopAsyncIteration from None
+            data = message.get(self._key)
+            # NOTE: only "websocket.receive" carries "text" or "bytes".
+            if data is not None and len(data) <= self._short:
+                return data
+            broken = websocket._admit(message)
+            if broken is not None:
+                try:
+                    await websocket._close_for_limit(*broken)
+                except WebSocketDisconnect:
+                    raise StopAsyncIteration from None
+        elif websocket.client_state is _DISCONNECTED:
+            raise StopAsyncIteration
+        else:  # before accept() (an error) or after close() (the remaining messages)
+            message = await websocket._receive_outside_session()
+        if message["type"] == _DISCONNECT:
+            raise StopAsyncIteration
+        return _data(message, self._key)
+
+
+class _JSONMessages(_Messages):
+    __slots__ = ()
+
+    async def __anext__(self) -> Any:
+        return _loads(await _Messages.__anext__(self))
+
+
+_HINTS = {
+    (_CONNECTING, "websocket.send"): ": call await ws.accept() before sending messages",
+    (_CONNECTED, "websocket.accept"): ": accept() was already called",
+    (_CONNECTED, "websocket.http.response.start"): (
+        ": a denial response must be sent before accept()"
+    ),
+}
+
+
+def _unexpected_receive(expected: Iterable[str], message: Message) -> RuntimeError:
+    return RuntimeError(
+        f"Expected ASGI message {_expected(expected)}, but got {message.get('type')!r}"
+    )
+
+
+_RECEIVE = "websocket.receive"
+_DISCONNECT = "websocket.disconnect"
+_WRONG_TYPE = {"text": "Expected a text message", "bytes": "Expected a binary message"}
+
+
+def _data(message: Message, key: str) -> Any:
+    """Return the "text" or "bytes" of a received message; raise on anything else."""
+    data = message.get(key)
+    if data is not None:
+        return data
+    message_type = message["type"]
+    if message_type == _DISCONNECT:
+        raise WebSocketDisconnect(message.get("code", CLOSE_NORMAL), message.get("reason"))
+    if message_type == _RECEIVE:
+        raise WebSocketException(CLOSE_UNSUPPORTED_DATA, _WRONG_TYPE[key])
+    raise RuntimeError(
+        f'Expected ASGI message "websocket.receive", but got {message_type!r}: '
+        "call await ws.accept() before receiving messages"
+    )
+
+
+def _loads(data: str | bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise WebSocketException(CLOSE_INVALID_DATA, "Malformed JSON message") from None
+
+
+def _data_key(mode: str) -> str:
+    """Return the message key for a JSON ``mode``: "text" or "binary"."""
+    if mode == "text":
+        return "text"
+    if mode == "binary":
+        return "bytes"
+    raise ValueError(f'mode must be "text" or "binary", got {mode!r}')
+
+
+# -- endpoints -------------------------------------------------------------------------
+
+
+def build_websocket_endpoint(func: Callable[..., Any], param_names: tuple[str, ...]) -> ASGIApp:
+    """Return the ASGI app that runs a WebSocket handler and ends its connection properly.
+
+    The handler gets the WebSocket first and the path parameters it names as keywords.
+    ``WebSocketException`` closes with its code; any other exception is logged once and
+    answered with a 500 denial response (a close, so HTTP 403, without the extension)
+    before ``accept()``, or a 1011 close after it. A handler that returns without closing
+    gets a 1000 close (a 403 before ``accept()``).
+    """
+    name = callable_name(func)
+    if not is_async_callable(func):
+        raise TypeError(
+            f"WebSocket handler {name} must be an async function (async def {name}(ws): ...)"
+        )
+    pass_websocket, wanted = plan_call(func, param_names)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        websocket = WebSocket(scope, receive, send)
+        if wanted:
+            params = scope.get("path_params") or {}
+            kwargs = {n: params[n] for n in wanted}
+        else:
+            kwargs = {}
+        try:
+            if pass_websocket:
+                await func(websocket, **kwargs)
+            else:
+                await func(**kwargs)
+        except WebSocketDisconnect:
+            pass
+        except WebSocketException as exc:
+            await _close_quietly(websocket, exc.code, exc.reason)
+        except Exception as exc:
+            await _fail(websocket, exc, name)
+        else:
+            await _close_quietly(websocket, CLOSE_NORMAL, "")
+
+    return app
+
+
+async def _close_quietly(websocket: WebSocket, code: int, reason: str) -> None:
+    """Close unless already closed; a client that went meanwhile is not an error."""
+    if websocket.application_state is _RESPONSE:
+        return
+    try:
+        await websocket.close(code, reason)
+    except WebSocketDisconnect:
+        pass
+
+
+async def _fail(websocket: WebSocket, exc: Exception, name: str) -> None:
+    """Answer an exception from a handler: 500 denial / 403 close, or 1011, then log it."""
+    scope = websocket.scope
+    if websocket.application_state is _CONNECTING and DENIAL_EXTENSION in (
+        scope.get("extensions") or {}
+    ):
+        try:
+            await websocket.send_denial_response(_plain_response(500, _ERROR_BODY))
+        except WebSocketDisconnect:
+            pass
+    else:
+        await _close_quietly(websocket, CLOSE_INTERNAL_ERROR, "Internal Server Error")
+    logger.error(
+        "Exception in WebSocket handler %s for %s",
+        name,
+        escape_for_log(scope.get("path", "")),
+        exc_info=exc,
+    )
+    # NOTE: the test client marks its scopes so that raise_server_exceptions works; a
+    # real server would only log the error a second time.
+    if "microasgi.testing" in (scope.get("extensions") or {}):
+        raise exc
+
+
+def _plain_response(status: int, body: bytes, content_type: bytes = b"text/plain") -> ASGIApp:
+    headers = [
+        (
+            b"content-type",
+            content_type + (b"; charset=utf-8" if content_type == b"text/plain" else b""),
+        ),
+        (b"content-length", b"%d" % len(body)),
+    ]
+
+    async def response(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return response
+
+
+_NOT_FOUND = _plain_response(404, _NOT_FOUND_BODY, b"application/json")
+
+
+async def websocket_not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    """Refuse a WebSocket to an unknown path: 404 denial response, or a close (HTTP 403)."""
+    websocket = WebSocket(scope, receive, send)
+    try:
+        await websocket.send_denial_response(_NOT_FOUND)
+    except WebSocketDisconnect:
+        pass

@@ -1,0 +1,594 @@
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from microasgi import (
+    App,
+    HTTPException,
+    Limits,
+    Middleware,
+    NoMatchFound,
+    PlainTextResponse,
+    Request,
+    RouteConflictError,
+    Router,
+    RouteTemplateError,
+    SetupError,
+)
+from microasgi.routing import Host, Mount, Route, WebSocketRoute
+from microasgi.routing.router import route_path
+from microasgi.testing import TestClient
+from microasgi.types import Receive, Scope, Send
+
+ClientFactory = Callable[..., TestClient]
+
+
+async def echo_path(request: Request) -> dict[str, Any]:
+    return {
+        "path": request.url.path,
+        "root_path": request.scope.get("root_path", ""),
+        "params": {k: str(v) for k, v in request.path_params.items()},
+    }
+
+
+def test_decorators_return_the_function_unchanged() -> None:
+    app = App()
+
+    async def handler(request: Request) -> str:
+        return "x"
+
+    for decorator in (app.get, app.post, app.put, app.patch, app.delete, app.head, app.options):
+        assert decorator(f"/{decorator.__name__}")(handler) is handler
+    assert app.route("/r", methods=["GET", "POST"])(handler) is handler
+    assert app.websocket("/ws")(handler) is handler
+    router = Router()
+    assert router.get("/x")(handler) is handler
+    assert router.websocket("/ws")(handler) is handler
+
+
+def test_methods_and_automatic_head_and_options(client_factory: ClientFactory) -> None:
+    app = App()
+
+    @app.get("/a")
+    async def get_a(request: Request) -> str:
+        return "get"
+
+    @app.post("/a")
+    async def post_a(request: Request) -> str:
+        return "post"
+
+    @app.put("/b")
+    async def put_b(request: Request) -> str:
+        return "put"
+
+    with client_factory(app) as client:
+        assert client.get("/a").text == "get"
+        assert client.post("/a").text == "post"
+        head = client.head("/a")
+        assert head.status_code == 200
+        assert head.content == b""
+        assert head.headers["content-length"] == "3"
+        options = client.options("/a")
+        assert options.status_code == 204
+        assert options.headers["allow"] == "GET, HEAD, OPTIONS, POST"
+        not_allowed = client.delete("/a")
+        assert not_allowed.status_code == 405
+        assert not_allowed.headers["allow"] == "GET, HEAD, OPTIONS, POST"
+        assert not_allowed.json() == {"detail": "Method Not Allowed"}
+        assert client.head("/b").status_code == 405
+        assert client.get("/b").headers["allow"] == "OPTIONS, PUT"
+        assert client.get("/nowhere").status_code == 404
+        assert client.get("/nowhere").json() == {"detail": "Not Found"}
+
+
+def test_explicit_head_and_options_handlers_win(client_factory: ClientFactory) -> None:
+    app = App()
+
+    @app.get("/a")
+    async def get_a(request: Request) -> str:
+        return "get"
+
+    @app.head("/a")
+    async def head_a(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("", headers={"x-head": "explicit"})
+
+    @app.options("/a")
+    async def options_a(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("custom options")
+
+    @app.head("/h")
+    async def head_first(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("", headers={"x-head": "first"})
+
+    @app.get("/h")
+    async def get_after(request: Request) -> str:
+        return "get"
+
+    with client_factory(app) as client:
+        assert client.head("/a").headers["x-head"] == "explicit"
+        assert client.options("/a").text == "custom options"
+        assert client.head("/h").headers["x-head"] == "first"
+
+
+def test_head_drops_streamed_bodies(client_factory: ClientFactory) -> None:
+    from microasgi import StreamingResponse
+
+    app = App()
+
+    @app.get("/stream")
+    async def stream(request: Request) -> StreamingResponse:
+        async def chunks() -> Any:
+            yield b"a"
+            yield b"b"
+
+        return StreamingResponse(chunks())
+
+    with client_factory(app) as client:
+        response = client.head("/stream")
+        assert response.status_code == 200
+        assert response.content == b""
+        assert client.get("/stream").content == b"ab"
+
+
+def test_path_params_are_converted_and_injected(client_factory: ClientFactory) -> None:
+    app = App()
+    seen: dict[str, Any] = {}
+
+    @app.get("/users/{user_id:int}")
+    async def user(request: Request, user_id: int) -> dict[str, Any]:
+        seen["user_id"] = user_id
+        return {"id": user_id, "params": request.path_params}
+
+    @app.get("/f/{x:float}/{u:uuid}/{rest:path}")
+    async def many(request: Request, x: float, **kwargs: Any) -> dict[str, Any]:
+        return {"x": x, "u": str(kwargs["u"]), "rest": kwargs["rest"]}
+
+    @app.get("/only/{name}")
+    async def only(name: str) -> str:
+        return name
+
+    with client_factory(app) as client:
+        assert client.get("/users/42").json() == {"id": 42, "params": {"user_id": 42}}
+        assert seen["user_id"] == 42
+        assert type(seen["user_id"]) is int
+        assert client.get("/users/abc").status_code == 404
+        u = uuid.uuid4()
+        body = client.get(f"/f/1.5/{u}/a/b/c").json()
+        assert body == {"x": 1.5, "u": str(u), "rest": "a/b/c"}
+        assert client.get("/only/bob").text == "bob"
+
+
+def test_precedence_static_then_typed_then_str_then_path(client_factory: ClientFactory) -> None:
+    app = App()
+
+    @app.get("/p/{rest:path}")
+    async def by_path(request: Request) -> str:
+        return "path"
+
+    @app.get("/p/{name}")
+    async def by_str(request: Request) -> str:
+        return "str"
+
+    @app.get("/p/{n:int}")
+    async def by_int(request: Request) -> str:
+        return "int"
+
+    @app.get("/p/me")
+    async def by_static(request: Request) -> str:
+        return "static"
+
+    with client_factory(app) as client:
+        assert client.get("/p/me").text == "static"
+        assert client.get("/p/7").text == "int"
+        assert client.get("/p/bob").text == "str"
+        assert client.get("/p/a/b").text == "path"
+
+
+def test_method_mismatch_falls_back_to_a_lower_precedence_route(
+    client_factory: ClientFactory,
+) -> None:
+    app = App()
+
+    @app.post("/items/new")
+    async def create(request: Request) -> str:
+        return "create"
+
+    @app.get("/items/{name}")
+    async def read(request: Request, name: str) -> str:
+        return f"read {name}"
+
+    with client_factory(app) as client:
+        assert client.get("/items/new").text == "read new"
+        assert client.post("/items/new").text == "create"
+        response = client.put("/items/new")
+        assert response.status_code == 405
+        assert response.headers["allow"] == "GET, HEAD, OPTIONS, POST"
+
+
+def test_conflicts_raise_at_registration_naming_both() -> None:
+    app = App()
+
+    @app.get("/a/{x:int}")
+    async def first(request: Request, x: int) -> str:
+        return "1"
+
+    async def second(request: Request, y: int) -> str:
+        return "2"
+
+    with pytest.raises(RouteConflictError) as info:
+        app.get("/a/{y:int}")(second)
+    message = str(info.value)
+    assert "/a/{x:int}" in message
+    assert "/a/{y:int}" in message
+    assert info.value.existing.path == "/a/{x:int}"  # type: ignore[attr-defined]
+    assert info.value.new.path == "/a/{y:int}"  # type: ignore[attr-defined]
+
+    # Same pattern, other methods: fine; other converter at the same place: fine.
+    app.post("/a/{y:int}")(second)
+    app.get("/a/{y:float}")(second)
+    app.websocket("/a/{x:int}")(second)
+    with pytest.raises(RouteConflictError, match="WebSocket"):
+        app.websocket("/a/{z:int}")(second)
+
+    outer = Router()
+    outer.mount("/static", App())
+    with pytest.raises(RouteConflictError, match="same prefix"):
+        outer.mount("/static/", App())
+
+
+def test_template_errors_name_the_template() -> None:
+    app = App()
+
+    async def handler(request: Request) -> str:
+        return ""
+
+    for template in ("/a/{x:nope}", "/a/{x}/{x}", "/a/{p:path}/b", "no-slash", "/a/{x"):
+        with pytest.raises(RouteTemplateError, match=re.escape(repr(template))):
+            app.get(template)(handler)
+    with pytest.raises(ValueError, match="Invalid HTTP methods"):
+        app.route("/m", methods=["GE T"])(handler)
+    with pytest.raises(TypeError, match="not one string"):
+        app.route("/m", methods="GET")(handler)
+    with pytest.raises(TypeError, match="must be callable"):
+        app.add_route("/m", "not callable")  # type: ignore[arg-type]
+    with pytest.raises(RouteTemplateError, match="must start with '/'"):
+        app.mount("static", App())
+    with pytest.raises(TypeError, match="route record"):
+        app.router.add("nope")  # type: ignore[arg-type]
+
+
+def test_redirect_slashes_both_ways_and_keeps_query(client_factory: ClientFactory) -> None:
+    app = App()
+
+    @app.get("/a")
+    async def a(request: Request) -> str:
+        return "a"
+
+    @app.post("/b/")
+    async def b(request: Request) -> str:
+        return "b"
+
+    with client_factory(app, follow_redirects=False) as client:
+        response = client.get("/a/?x=1")
+        assert response.status_code == 308
+        assert response.headers["location"] == "/a?x=1"
+        response = client.post("/b")
+        assert response.status_code == 308
+        assert response.headers["location"] == "/b/"
+    with client_factory(app) as client:
+        assert client.post("/b").text == "b"
+
+
+@pytest.mark.parametrize("path", ["//evil.com/", "/\\evil.com/", "//evil.com"])
+def test_slash_redirect_is_never_an_open_redirect(client_factory: ClientFactory, path: str) -> None:
+    app = App()
+
+    @app.get("/{rest:path}")
+    async def catch_all(request: Request, rest: str) -> str:
+        return rest
+
+    @app.get("/evil.com")
+    async def evil(request: Request) -> str:
+        return "evil"
+
+    plain = App()
+
+    @plain.get("/evil.com")
+    async def evil2(request: Request) -> str:
+        return "evil"
+
+    with client_factory(plain, follow_redirects=False) as client:
+        response = client.get(path)
+        assert response.status_code == 404
+        assert "location" not in response.headers
+
+
+def test_redirect_slashes_can_be_disabled(client_factory: ClientFactory) -> None:
+    app = App(redirect_slashes=False)
+
+    @app.get("/a")
+    async def a(request: Request) -> str:
+        return "a"
+
+    with client_factory(app, follow_redirects=False) as client:
+        assert client.get("/a/").status_code == 404
+
+
+def test_include_router_with_prefix_middleware_and_limits(client_factory: ClientFactory) -> None:
+    calls: list[str] = []
+
+    class Tag:
+        def __init__(self, app: Any, tag: str) -> None:
+            self.app = app
+            self.tag = tag
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            calls.append(self.tag)
+            await self.app(scope, receive, send)
+
+    api = Router(middleware=[Middleware(Tag, tag="router")], limits=Limits(max_body_size=5))
+
+    @api.post("/things", middleware=[Middleware(Tag, tag="route")])
+    async def create(request: Request) -> dict[str, Any]:
+        return {"size": len(await request.body())}
+
+    @api.get("/", name="api_root")
+    async def root(request: Request) -> str:
+        return "root"
+
+    @api.websocket("/ws")
+    async def ws(websocket: Any) -> None:
+        await websocket.accept()
+        await websocket.send_text("hi")
+        await websocket.close()
+
+    nested = Router()
+    nested.mount("/files", PlainTextResponse("files"))
+    api.include_router(nested, prefix="/n")
+
+    app = App()
+    app.include_router(api, prefix="/api/", middleware=[Middleware(Tag, tag="include")])
+
+    @app.post("/open")
+    async def open_(request: Request) -> dict[str, Any]:
+        return {"size": len(await request.body())}
+
+    with client_factory(app) as client:
+        assert client.post("/api/things", content=b"1234").json() == {"size": 4}
+        assert calls == ["include", "router", "route"]
+        assert client.post("/api/things", content=b"123456").status_code == 413
+        assert client.post("/open", content=b"123456").json() == {"size": 6}
+        assert client.get("/api/").text == "root"
+        assert client.get("/api/n/files/x").text == "files"
+        with client.websocket_connect("/api/ws") as session:
+            assert session.receive_text() == "hi"
+    assert app.url_path_for("api_root") == "/api/"
+    with pytest.raises(RouteTemplateError):
+        App().include_router(api, prefix="nope")
+
+
+def test_mount_sees_full_path_and_extended_root_path(client_factory: ClientFactory) -> None:
+    seen: list[tuple[str, str]] = []
+
+    async def raw(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append((scope["path"], scope["root_path"]))
+        await PlainTextResponse("raw")(scope, receive, send)
+
+    sub = Router()
+    sub.get("/items/{item_id:int}", name="item")(echo_path)
+    sub.get("/")(echo_path)
+
+    app = App()
+    app.mount("/raw", raw)
+    app.mount("/sub", sub, name="sub")
+    app.mount("/users/{user}", sub, name="per_user")
+
+    with client_factory(app, root_path="/prefix") as client:
+        assert client.get("/raw/a/b").text == "raw"
+        assert client.get("/raw").text == "raw"
+        assert seen == [("/prefix/raw/a/b", "/prefix/raw"), ("/prefix/raw", "/prefix/raw")]
+        body = client.get("/sub/items/3").json()
+        assert body == {
+            "path": "/prefix/sub/items/3",
+            "root_path": "/prefix/sub",
+            "params": {"item_id": "3"},
+        }
+        body = client.get("/users/ann/items/4").json()
+        assert body["params"] == {"user": "ann", "item_id": "4"}
+        assert client.get("/rawx").status_code == 404
+    assert app.url_path_for("sub:item", item_id=3) == "/sub/items/3"
+    assert app.url_path_for("per_user:item", user="ann", item_id=3) == "/users/ann/items/3"
+    assert app.url_path_for("sub", path="/a/b") == "/sub/a/b"
+    with pytest.raises(NoMatchFound):
+        app.url_path_for("sub:item")
+    with pytest.raises(NoMatchFound):
+        app.url_path_for("per_user:item", item_id=3)
+    with pytest.raises(NoMatchFound):
+        app.url_path_for("sub:nothing")
+    with pytest.raises(NoMatchFound):
+        app.url_path_for("sub", nope=1)
+    assert [type(r) for r in app.routes] == [Mount, Mount, Mount]
+    assert len(app.routes[1].routes) == 2  # type: ignore[attr-defined]
+
+
+def test_root_mount_catches_the_rest(client_factory: ClientFactory) -> None:
+    app = App()
+
+    @app.get("/own")
+    async def own(request: Request) -> str:
+        return "own"
+
+    app.mount("/", PlainTextResponse("mounted"))
+    with client_factory(app) as client:
+        assert client.get("/own").text == "own"
+        assert client.get("/anything/else").text == "mounted"
+
+
+def test_host_routing_wins_and_exposes_params(client_factory: ClientFactory) -> None:
+    tenant = Router()
+
+    @tenant.get("/")
+    async def tenant_home(request: Request) -> dict[str, Any]:
+        return dict(request.path_params)
+
+    @tenant.get("/page", name="page")
+    async def page(request: Request) -> str:
+        return "page"
+
+    app = App()
+
+    @app.get("/")
+    async def home(request: Request) -> str:
+        return "main"
+
+    app.host("{sub}.example.com", tenant, name="tenant")
+    app.host("{n:int}.numbers.test", tenant)
+
+    with client_factory(app) as client:
+        assert client.get("/", headers={"host": "acme.example.com"}).json() == {"sub": "acme"}
+        assert client.get("/", headers={"host": "ACME.example.com:8000"}).json() == {"sub": "acme"}
+        assert client.get("/", headers={"host": "42.numbers.test"}).json() == {"n": 42}
+        assert client.get("/", headers={"host": "x.numbers.test"}).text == "main"
+        assert client.get("/", headers={"host": "example.com"}).text == "main"
+        assert client.get("/", headers={"host": "[::1]:8000"}).text == "main"
+    assert app.url_path_for("tenant:page") == "/page"
+    with pytest.raises(NoMatchFound):
+        app.url_path_for("tenant:missing")
+    with pytest.raises(NoMatchFound):
+        app.url_path_for("other:page")
+    assert isinstance(app.routes[1], Host)
+    assert len(app.routes[1].routes) == 2  # type: ignore[attr-defined]
+    for bad in ("{sub.example.com", "{1x}.example.com", "a..b", "{a}.{a}.com"):
+        with pytest.raises(RouteTemplateError):
+            App().host(bad, tenant)
+
+
+def test_host_without_host_header_uses_server_name() -> None:
+    from microasgi.routing.router import _host_name
+
+    assert _host_name({"headers": [], "server": ("Example.COM", 80)}) == "example.com"
+    assert _host_name({"headers": []}) == ""
+
+
+def test_url_path_for_and_request_url_for(client_factory: ClientFactory) -> None:
+    app = App()
+
+    @app.get("/users/{user_id:int}", name="user")
+    async def user(request: Request, user_id: int) -> str:
+        return str(request.url_for("user", user_id=user_id + 1))
+
+    @app.get("/files/{name:path}", name="file")
+    async def file(request: Request) -> str:
+        return ""
+
+    assert app.url_path_for("user", user_id=3) == "/users/3"
+    assert app.url_path_for("file", name="a/b.txt") == "/files/a/b.txt"
+    with pytest.raises(NoMatchFound, match='"user"'):
+        app.url_path_for("user")
+    with pytest.raises(NoMatchFound):
+        app.url_path_for("nobody")
+    with client_factory(app) as client:
+        assert client.get("/users/1").text == "http://testserver/users/2"
+    with client_factory(app, root_path="/root") as client:
+        assert client.get("/users/1").text == "http://testserver/root/users/2"
+
+
+def test_routes_table_is_readable() -> None:
+    app = App()
+
+    @app.get("/users/{user_id:int}", name="user")
+    async def user(request: Request, user_id: int) -> str:
+        return ""
+
+    @app.websocket("/ws")
+    async def ws(websocket: Any) -> None:
+        return None
+
+    app.mount("/static", PlainTextResponse("x"), name="static")
+    app.host("api.example.com", Router())
+    table = str(app.routes)
+    lines = table.splitlines()
+    assert lines[0].split() == ["METHODS", "PATH", "NAME", "ENDPOINT"]
+    assert lines[1].split()[:3] == ["GET,HEAD", "/users/{user_id:int}", "user"]
+    assert "test_router" in lines[1]
+    assert lines[2].split()[:3] == ["WS", "/ws", "ws"]
+    assert lines[3].split()[:3] == ["MOUNT", "/static", "static"]
+    assert lines[4].split()[:2] == ["HOST", "api.example.com"]
+    assert (
+        repr(app.routes[0])
+        == "Route(path='/users/{user_id:int}', methods=['GET', 'HEAD'], name='user')"
+    )
+    assert repr(app.routes[1]) == "WebSocketRoute(path='/ws', name='ws')"
+    assert repr(app.routes[2]).startswith("Mount(path='/static', name='static'")
+    assert repr(app.routes[3]).startswith("Host(host='api.example.com'")
+    assert repr(app.router) == "<Router with 4 routes>"
+
+
+def test_registration_after_start_raises_naming_the_call(client_factory: ClientFactory) -> None:
+    app = App()
+    router = Router()
+    app.mount("/r", router)
+    with client_factory(app) as client:
+        assert client.get("/missing").status_code == 404
+
+    async def handler(request: Request) -> str:
+        return ""
+
+    with pytest.raises(SetupError, match=r"Router\.add_route\(\)"):
+        app.get("/late")(handler)
+    with pytest.raises(SetupError, match=r"Router\.add_websocket_route\(\)"):
+        app.websocket("/late")(handler)
+    with pytest.raises(SetupError, match=r"include_router\(\)"):
+        app.include_router(Router())
+    with pytest.raises(SetupError, match=r"mount\(\)"):
+        app.mount("/late", router)
+    with pytest.raises(SetupError, match=r"host\(\)"):
+        app.host("late.example.com", router)
+    with pytest.raises(SetupError, match=r"add_route\(\)"):
+        router.add_route("/late", handler)
+    with pytest.raises(SetupError, match=r"add\(\)"):
+        router.add(Route("/late", handler))
+
+
+def test_router_is_an_asgi_app_on_its_own(client_factory: ClientFactory) -> None:
+    router = Router(
+        [
+            Route("/", echo_path),
+            Route("/boom", echo_path, methods=["POST"]),
+            WebSocketRoute("/ws", echo_path),
+        ]
+    )
+    with client_factory(router) as client:
+        assert client.get("/").json()["path"] == "/"
+        with pytest.raises(HTTPException) as info:
+            client.get("/boom")
+        assert info.value.status_code == 405
+
+
+def test_route_path_below_root_path() -> None:
+    assert route_path("/api/users", "/api") == "/users"
+    assert route_path("/api", "/api") == "/"
+    assert route_path("/apix/users", "/api") == "/apix/users"
+    assert route_path("/other", "/api") == "/other"
+
+
+def test_unknown_websocket_path_is_refused(client_factory: ClientFactory) -> None:
+    from microasgi.exceptions import WebSocketDisconnect
+    from microasgi.testing import WebSocketDenied
+
+    app = App()
+
+    @app.get("/http-only")
+    async def http_only(request: Request) -> str:
+        return ""
+
+    with client_factory(app) as client:
+        for path in ("/nowhere", "/http-only"):
+            with pytest.raises((WebSocketDenied, WebSocketDisconnect)):
+                with client.websocket_connect(path):
+                    pass

@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from microasgi.cli import _parser, build_command, main
+from tests.support import free_port
+
+
+def command_for(*argv: str) -> list[str]:
+    return build_command(_parser().parse_args(["run", *argv]))
+
+
+def test_uvicorn_command() -> None:
+    command = command_for("main:app", "--port", "9000", "--reload")
+    assert command[1:] == [
+        "-m",
+        "uvicorn",
+        "main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "9000",
+        "--workers",
+        "1",
+        "--reload",
+    ]
+
+
+def test_granian_and_hypercorn_commands() -> None:
+    granian = command_for("main:app", "--server", "granian", "--workers", "2")
+    assert granian[1:] == [
+        "-m",
+        "granian",
+        "--interface",
+        "asgi",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "8000",
+        "--workers",
+        "2",
+        "main:app",
+    ]
+    assert "--reload" in command_for("m:a", "--server", "granian", "--reload")
+    hypercorn = command_for("main:app", "--server", "hypercorn", "--host", "::1", "--reload")
+    assert hypercorn[1:] == [
+        "-m",
+        "hypercorn",
+        "main:app",
+        "--bind",
+        "[::1]:8000",
+        "--workers",
+        "1",
+        "--reload",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["nocolon"], "module:attribute"),
+        (["m:a", "--workers", "0"], "at least 1"),
+        (["m:a", "--workers", "2", "--reload"], "cannot be combined"),
+    ],
+)
+def test_invalid_arguments(argv: list[str], message: str) -> None:
+    with pytest.raises(SystemExit, match=message):
+        command_for(*argv)
+
+
+def test_missing_server_is_reported(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    assert main(["run", "m:a"]) == 2
+    assert "uvicorn is not installed" in capsys.readouterr().err
+    assert main(["run", "m:a", "--server", "granian"]) == 2
+    assert "pip install granian" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_python_m_microasgi_serves_an_app(tmp_path: Path) -> None:
+    (tmp_path / "served.py").write_text(
+        "from microasgi import App\n"
+        "app = App()\n"
+        "@app.get('/')\n"
+        "async def home(request):\n"
+        "    return {'served': True}\n"
+    )
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "microasgi", "run", "served:app", "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        assert response.json() == {"served": True}
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        assert process.stderr is not None
+        process.stderr.close()

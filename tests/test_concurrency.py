@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Iterator
+
+import anyio
+import pytest
+
+from microasgi.concurrency import iterate_in_threadpool, run_in_threadpool
+
+pytestmark = pytest.mark.anyio
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+
+async def test_run_in_threadpool_runs_in_a_worker_thread() -> None:
+    def where(a: int, b: int) -> tuple[int, int]:
+        return threading.get_ident(), a + b
+
+    ident, total = await run_in_threadpool(where, 1, 2)
+    assert ident != threading.get_ident()
+    assert total == 3
+
+
+async def test_run_in_threadpool_passes_keywords() -> None:
+    def join(*parts: str, sep: str = "-") -> str:
+        return sep.join(parts)
+
+    assert await run_in_threadpool(join, "a", "b", sep="+") == "a+b"
+
+
+async def test_run_in_threadpool_sees_context_variables() -> None:
+    request_id.set("abc")
+    assert await run_in_threadpool(request_id.get) == "abc"
+
+
+async def test_run_in_threadpool_propagates_errors() -> None:
+    def fail() -> None:
+        raise LookupError("boom")
+
+    with pytest.raises(LookupError, match="boom"):
+        await run_in_threadpool(fail)
+
+
+async def test_iterate_in_threadpool_yields_every_item_from_worker_threads() -> None:
+    threads: list[int] = []
+
+    def numbers() -> Iterator[int]:
+        for number in range(3):
+            threads.append(threading.get_ident())
+            yield number
+
+    assert [item async for item in iterate_in_threadpool(numbers())] == [0, 1, 2]
+    assert threading.get_ident() not in threads
+
+
+async def test_iterate_in_threadpool_accepts_any_iterable() -> None:
+    assert [item async for item in iterate_in_threadpool(["a", "b"])] == ["a", "b"]
+    empty: list[str] = []
+    assert [item async for item in iterate_in_threadpool(empty)] == []
+
+
+async def test_iterate_in_threadpool_propagates_errors() -> None:
+    def broken() -> Iterator[int]:
+        yield 1
+        raise LookupError("boom")
+
+    seen: list[int] = []
+    with pytest.raises(LookupError, match="boom"):
+        async for item in iterate_in_threadpool(broken()):
+            seen.append(item)
+    assert seen == [1]
+
+
+class CountingIterator:
+    def __init__(self, items: int) -> None:
+        self.remaining = items
+        self.close_calls = 0
+        self.close_threads: list[int] = []
+
+    def __iter__(self) -> CountingIterator:
+        return self
+
+    def __next__(self) -> int:
+        if self.remaining == 0:
+            raise StopIteration
+        self.remaining -= 1
+        return self.remaining
+
+    def close(self) -> None:
+        self.close_calls += 1
+        self.close_threads.append(threading.get_ident())
+
+
+async def test_closing_early_closes_the_sync_iterator_in_a_worker_thread() -> None:
+    iterator = CountingIterator(10)
+    stream = iterate_in_threadpool(iterator)
+    assert await stream.__anext__() == 9
+    await stream.aclose()
+    assert iterator.close_calls == 1
+    assert iterator.close_threads != [threading.get_ident()]
+
+
+async def test_an_exhausted_iterator_is_not_closed_again() -> None:
+    iterator = CountingIterator(2)
+    assert [item async for item in iterate_in_threadpool(iterator)] == [1, 0]
+    assert iterator.close_calls == 0
+
+
+async def test_cancelling_the_iteration_runs_the_generator_cleanup() -> None:
+    cleaned_up = threading.Event()
+
+    def endless() -> Iterator[int]:
+        try:
+            while True:
+                yield 1
+        finally:
+            cleaned_up.set()
+
+    stream = iterate_in_threadpool(endless())
+    with anyio.move_on_after(0.05):
+        async for _ in stream:
+            await anyio.sleep(0.001)
+    await stream.aclose()
+    assert cleaned_up.is_set()

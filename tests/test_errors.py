@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from microasgi import (
+    App,
+    HTTPException,
+    Middleware,
+    PlainTextResponse,
+    Request,
+    Response,
+    WebSocketDisconnect,
+    WebSocketException,
+)
+from microasgi._errors import error_response, http_exception_response
+from microasgi.testing import TestClient, WebSocketDenied
+from microasgi.types import Message, Receive, Scope, Send
+
+ClientFactory = Callable[..., TestClient]
+
+
+class RaiseOnWebSocket:
+    """Route middleware that raises before the handler runs."""
+
+    def __init__(self, app: Any, exc: Exception) -> None:
+        self.app = app
+        self.exc = exc
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise self.exc
+
+
+async def never(websocket: Any) -> None:
+    raise AssertionError("the middleware raises first")
+
+
+def websocket_app(exc: Exception, **handlers: Any) -> App:
+    app = App()
+    for key, handler in handlers.items():
+        app.add_exception_handler(int(key[1:]) if key.startswith("s") else Exception, handler)
+    app.add_websocket_route("/ws", never, middleware=[Middleware(RaiseOnWebSocket, exc=exc)])
+    return app
+
+
+def test_websocket_exception_from_middleware_closes_with_its_code(
+    client_factory: ClientFactory,
+) -> None:
+    app = websocket_app(WebSocketException(4003, "go away"))
+    with client_factory(app) as client, pytest.raises(WebSocketDisconnect) as info:
+        with client.websocket_connect("/ws"):
+            pass
+    assert (info.value.code, info.value.reason) == (4003, "go away")
+
+
+def test_http_exception_on_a_websocket_closes_it(client_factory: ClientFactory) -> None:
+    app = websocket_app(HTTPException(401, "who are you"))
+    with client_factory(app) as client, pytest.raises(WebSocketDisconnect) as info:
+        with client.websocket_connect("/ws"):
+            pass
+    assert info.value.code == 1008
+
+
+def test_handler_response_for_a_websocket_is_a_denial(client_factory: ClientFactory) -> None:
+    async def denied(websocket: Any, exc: Exception) -> Response:
+        return PlainTextResponse("nope", status_code=401, headers={"www-authenticate": "Bearer"})
+
+    app = websocket_app(KeyError("k"), handler=denied)
+    with client_factory(app) as client, pytest.raises(WebSocketDenied) as info:
+        with client.websocket_connect("/ws"):
+            pass
+    assert info.value.status_code == 401
+    assert info.value.headers["www-authenticate"] == "Bearer"
+    assert info.value.content == b"nope"
+
+
+def test_unhandled_websocket_error_closes_1011_and_logs(
+    client_factory: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = websocket_app(RuntimeError("broken"))
+    with caplog.at_level(logging.ERROR, logger="microasgi"):
+        with client_factory(app, raise_server_exceptions=False) as client:
+            with pytest.raises(WebSocketDisconnect) as info:
+                with client.websocket_connect("/ws"):
+                    pass
+    assert info.value.code == 1011
+    assert [r.getMessage() for r in caplog.records if r.name == "microasgi"] == [
+        "Unhandled RuntimeError in WEBSOCKET /ws"
+    ]
+
+
+def test_handler_returning_nothing_sends_nothing_more(client_factory: ClientFactory) -> None:
+    app = App()
+    sent: list[str] = []
+
+    @app.exception_handler(KeyError)
+    async def answered_elsewhere(request: Request, exc: Exception) -> None:
+        sent.append("handler ran")
+
+    @app.get("/")
+    async def home(request: Request) -> None:
+        await request._send({"type": "http.response.start", "status": 202, "headers": []})
+        await request._send({"type": "http.response.body", "body": b"early"})
+        raise KeyError("after the response")
+
+    with client_factory(app) as client:
+        response = client.get("/")
+    assert (response.status_code, response.text) == (202, "early")
+    assert sent == ["handler ran"]
+
+
+@pytest.mark.anyio
+async def test_error_while_sending_the_500_body_propagates() -> None:
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            raise OSError("client gone")
+        sent.append(message)
+
+    async def receive() -> Message:
+        return {"type": "http.disconnect"}
+
+    app = App()
+
+    @app.get("/")
+    async def home(request: Request) -> None:
+        raise HTTPException(400)
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
+    with pytest.raises(OSError, match="client gone"):
+        await app(scope, receive, send)
+    assert sent[0]["status"] == 400
+
+
+@pytest.mark.anyio
+async def test_lifespan_errors_are_not_answered_as_http() -> None:
+    from microasgi._errors import ExceptionLayer, handle_server_error
+
+    layer = ExceptionLayer(PlainTextResponse("x"), {})
+    with pytest.raises(KeyError):
+        await layer.handle(KeyError("k"), {"type": "lifespan"}, None, None)  # type: ignore[arg-type]
+    with pytest.raises(KeyError):
+        await handle_server_error(KeyError("k"), {"type": "lifespan"}, None, None, debug=False)  # type: ignore[arg-type]
+
+
+def test_default_responses() -> None:
+    response = http_exception_response(HTTPException(101))
+    assert (response.status_code, response.body) == (101, b"")
+    response = http_exception_response(HTTPException(422, detail=["a", object]))
+    assert response.status_code == 422
+    assert response.body.startswith(b'{"detail":["a","<class')
+    scope: Scope = {"headers": [(b"accept", b"text/html")]}
+    assert error_response(ValueError("x"), scope, debug=False).body == b"Internal Server Error"
+    page = error_response(ValueError("<x>"), scope, debug=True)
+    assert b"ValueError: &lt;x&gt;" in page.body

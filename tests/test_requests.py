@@ -1,0 +1,370 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import pytest
+
+from microasgi import App, ClientDisconnect, HTTPException, Request
+from microasgi.requests import HTTPConnection
+from microasgi.testing import TestClient
+from microasgi.types import Message
+
+ClientFactory = Callable[..., TestClient]
+
+
+def make_scope(**overrides: Any) -> dict[str, Any]:
+    scope: dict[str, Any] = {
+        "type": "http",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/p",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"example.com")],
+        "server": ("example.com", 80),
+    }
+    scope.update(overrides)
+    return scope
+
+
+def receiver(*messages: Message) -> Callable[[], Any]:
+    queue = list(messages)
+
+    async def receive() -> Message:
+        if queue:
+            return queue.pop(0)
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    return receive
+
+
+def test_connection_attributes(client_factory: ClientFactory) -> None:
+    app = App()
+
+    @app.get("/items/{item_id:int}")
+    async def item(request: Request, item_id: int) -> dict[str, Any]:
+        return {
+            "method": request.method,
+            "url": str(request.url),
+            "base_url": str(request.base_url),
+            "path": request.url.path,
+            "query": request.query_params.getlist("tag"),
+            "header": request.headers["x-custom"],
+            "headers": request.headers.getlist("x-multi"),
+            "cookies": request.cookies,
+            "client": list(request.client or ()),
+            "params": request.path_params,
+            "app": request.app is app,
+            "mapping": request["path"],
+            "keys": "type" in list(request),
+            "len": len(request) > 3,
+        }
+
+    with client_factory(app, root_path="/root") as client:
+        body = client.get(
+            "/items/7?tag=a&tag=b",
+            headers=[
+                ("x-custom", "v"),
+                ("x-multi", "1"),
+                ("x-multi", "2"),
+                ("cookie", "session=abc"),
+            ],
+        ).json()
+    assert body == {
+        "method": "GET",
+        "url": "http://testserver/root/items/7?tag=a&tag=b",
+        "base_url": "http://testserver/root/",
+        "path": "/root/items/7",
+        "query": ["a", "b"],
+        "header": "v",
+        "headers": ["1", "2"],
+        "cookies": {"session": "abc"},
+        "client": ["testclient", 50000],
+        "params": {"item_id": 7},
+        "app": True,
+        "mapping": "/root/items/7",
+        "keys": True,
+        "len": True,
+    }
+
+
+def test_lazy_attributes_are_cached() -> None:
+    request = Request(make_scope(query_string=b"a=1", headers=[(b"cookie", b"a=b")]))
+    assert request.url is request.url
+    assert request.headers is request.headers
+    assert request.query_params is request.query_params
+    assert request.cookies is request.cookies
+    assert request.client is None
+    assert request.path_params == {}
+    assert request.receive is not None
+    assert request != Request(request.scope)
+    assert request == request
+    assert hash(request) == hash(request)
+
+
+def test_state_is_created_when_the_server_has_none() -> None:
+    request = Request(make_scope())
+    request.state.x = 1
+    assert request.scope["state"] == {"x": 1}
+    assert Request(request.scope).state.x == 1
+
+
+def test_session_requires_middleware() -> None:
+    with pytest.raises(RuntimeError, match="SessionMiddleware"):
+        Request(make_scope()).session  # noqa: B018
+    assert Request(make_scope(session={"a": 1})).session == {"a": 1}
+
+
+def test_malformed_host_never_changes_the_path() -> None:
+    for host in (b"example.com/?", b"a/../b", b"evil#", b"x@y", b"h\\x"):
+        request = Request(make_scope(path="/real", headers=[(b"host", host)]))
+        assert request.url.path == "/real"
+        assert request.url.hostname == "example.com"
+
+
+@pytest.mark.anyio
+async def test_body_is_cached_in_the_scope() -> None:
+    scope = make_scope()
+    receive = receiver(
+        {"type": "http.request", "body": b"ab", "more_body": True},
+        {"type": "http.request", "body": b"", "more_body": True},
+        {"type": "http.request", "body": b"cd", "more_body": False},
+    )
+    first = Request(scope, receive)
+    assert await first.body() == b"abcd"
+    assert await first.body() == b"abcd"
+    second = Request(scope, receive)
+    assert await second.body() == b"abcd"
+    assert [chunk async for chunk in second.stream()] == [b"abcd"]
+
+
+@pytest.mark.anyio
+async def test_empty_body_streams_nothing() -> None:
+    scope = make_scope()
+    request = Request(scope, receiver({"type": "http.request", "body": b""}))
+    assert await request.body() == b""
+    assert [chunk async for chunk in Request(scope).stream()] == []
+
+
+@pytest.mark.anyio
+async def test_stream_twice_is_an_error() -> None:
+    request = Request(make_scope(), receiver({"type": "http.request", "body": b"x"}))
+    assert [chunk async for chunk in request.stream()] == [b"x"]
+    with pytest.raises(RuntimeError, match="already streamed"):
+        [chunk async for chunk in request.stream()]
+
+
+@pytest.mark.anyio
+async def test_many_small_messages_are_joined_once() -> None:
+    count = 100_000
+    messages = [{"type": "http.request", "body": b"x", "more_body": True}] * count
+    messages.append({"type": "http.request", "body": b"", "more_body": False})
+    request = Request(make_scope(), receiver(*messages))
+    assert len(await request.body()) == count
+
+
+@pytest.mark.anyio
+async def test_disconnect_while_reading_raises_client_disconnect() -> None:
+    request = Request(
+        make_scope(),
+        receiver(
+            {"type": "http.request", "body": b"x", "more_body": True},
+            {"type": "http.disconnect"},
+        ),
+    )
+    with pytest.raises(ClientDisconnect):
+        await request.body()
+    assert await request.is_disconnected()
+
+
+@pytest.mark.anyio
+async def test_is_disconnected_polls_without_losing_body() -> None:
+    scope = make_scope()
+    request = Request(
+        scope,
+        receiver(
+            {"type": "http.request", "body": b"he", "more_body": True},
+            {"type": "http.request", "body": b"llo", "more_body": False},
+        ),
+    )
+    assert not await request.is_disconnected()
+    assert not await request.is_disconnected()
+    assert not await request.is_disconnected()
+    assert await request.body() == b"hello"
+
+    idle = Request(make_scope(), receiver())
+    assert not await idle.is_disconnected()
+
+    gone = Request(make_scope(), receiver({"type": "http.disconnect"}))
+    assert await gone.is_disconnected()
+
+
+@pytest.mark.anyio
+async def test_polling_never_buffers_past_the_body_limit() -> None:
+    scope = make_scope(app=App(max_body_size=3))
+    request = Request(
+        scope,
+        receiver(
+            {"type": "http.request", "body": b"12", "more_body": True},
+            {"type": "http.request", "body": b"34", "more_body": True},
+        ),
+    )
+    assert not await request.is_disconnected()
+    with pytest.raises(HTTPException) as info:
+        await request.is_disconnected()
+    assert info.value.status_code == 413
+
+
+@pytest.mark.anyio
+async def test_body_limit_from_content_length_reads_nothing() -> None:
+    received: list[int] = []
+
+    async def receive() -> Message:
+        received.append(1)
+        return {"type": "http.request", "body": b"x" * 100}
+
+    scope = make_scope(app=App(max_body_size=10), headers=[(b"content-length", b"100")])
+    with pytest.raises(HTTPException) as info:
+        await Request(scope, receive).body()
+    assert info.value.status_code == 413
+    assert "10 bytes" in str(info.value.detail)
+    assert received == []
+
+
+@pytest.mark.anyio
+async def test_body_limit_while_streaming_without_content_length() -> None:
+    chunks = [{"type": "http.request", "body": b"x" * 4, "more_body": True}] * 10
+    scope = make_scope(app=App(max_body_size=10))
+    request = Request(scope, receiver(*chunks))
+    with pytest.raises(HTTPException) as info:
+        await request.body()
+    assert info.value.status_code == 413
+
+
+def test_body_limits_over_http(client_factory: ClientFactory) -> None:
+    app = App(max_body_size=8)
+
+    @app.post("/echo")
+    async def echo(request: Request) -> bytes:
+        return await request.body()
+
+    def chunked() -> Any:
+        yield b"12345"
+        yield b"67890"
+
+    with client_factory(app) as client:
+        assert client.post("/echo", content=b"12345678").content == b"12345678"
+        response = client.post("/echo", content=b"123456789")
+        assert response.status_code == 413
+        assert "limit" in response.json()["detail"]
+        assert client.post("/echo", content=chunked()).status_code == 413
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "application/problem+json",
+        "APPLICATION/JSON",
+    ],
+)
+def test_json_accepts_json_media_types(client_factory: ClientFactory, content_type: str) -> None:
+    app = App()
+
+    @app.post("/")
+    async def echo(request: Request) -> Any:
+        first = await request.json()
+        assert await request.json() is first
+        return first
+
+    with client_factory(app) as client:
+        response = client.post("/", content=b'{"a": [1]}', headers={"content-type": content_type})
+        assert response.json() == {"a": [1]}
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "+json",
+        "multipart/form-data; boundary=x",
+    ],
+)
+def test_json_refuses_other_media_types(
+    client_factory: ClientFactory, content_type: str | None
+) -> None:
+    app = App()
+    parsed: list[Any] = []
+
+    @app.post("/")
+    async def echo(request: Request) -> Any:
+        parsed.append(await request.json())
+        return parsed[-1]
+
+    headers = {"content-type": content_type} if content_type else {}
+    with client_factory(app) as client:
+        response = client.post("/", content=b'{"a": 1}', headers=headers)
+    assert response.status_code == 415
+    assert "application/json" in response.json()["detail"]
+    assert parsed == []
+
+
+def test_json_content_type_check_can_be_relaxed(client_factory: ClientFactory) -> None:
+    app = App(strict_content_type=False)
+
+    @app.post("/")
+    async def echo(request: Request) -> Any:
+        return await request.json()
+
+    with client_factory(app) as client:
+        response = client.post("/", content=b"[1]", headers={"content-type": "text/plain"})
+        assert response.json() == [1]
+
+
+def test_malformed_json_is_a_400(client_factory: ClientFactory) -> None:
+    app = App()
+
+    @app.post("/")
+    async def echo(request: Request) -> Any:
+        return await request.json()
+
+    with client_factory(app) as client:
+        for body in (b"{", b"", b"\xff", b"[1,]"):
+            response = client.post("/", content=body, headers={"content-type": "application/json"})
+            assert response.status_code == 400
+            assert response.json()["detail"].startswith("Malformed JSON body")
+
+
+@pytest.mark.anyio
+async def test_requests_without_channels_say_so() -> None:
+    request = Request(make_scope())
+    with pytest.raises(RuntimeError, match="without a receive channel"):
+        await request.body()
+    with pytest.raises(RuntimeError, match="without a send channel"):
+        await request._send({})
+    with pytest.raises(RuntimeError, match="without a receive channel"):
+        await HTTPConnection(make_scope())._receive()
+
+
+def test_stream_in_a_handler(client_factory: ClientFactory) -> None:
+    app = App()
+
+    @app.post("/count")
+    async def count(request: Request) -> dict[str, int]:
+        total = 0
+        async for chunk in request.stream():
+            total += len(chunk)
+        return {"total": total}
+
+    def body() -> Any:
+        for _ in range(10):
+            yield b"x" * 1000
+
+    with client_factory(app) as client:
+        assert client.post("/count", content=body()).json() == {"total": 10_000}

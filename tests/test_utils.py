@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from microasgi._utils import callable_name, escape_for_log, is_async_callable
+
+
+async def coroutine_function() -> None: ...
+
+
+def plain_function() -> None: ...
+
+
+class AsyncCallable:
+    async def __call__(self) -> None: ...
+
+
+def test_is_async_callable() -> None:
+    assert is_async_callable(coroutine_function)
+    assert is_async_callable(functools.partial(functools.partial(coroutine_function)))
+    assert is_async_callable(AsyncCallable())
+    assert not is_async_callable(plain_function)
+    assert not is_async_callable(functools.partial(plain_function))
+    assert not is_async_callable(3)
+
+
+def test_callable_name() -> None:
+    assert callable_name(plain_function) == "plain_function"
+    assert callable_name(functools.partial(plain_function)) == "plain_function"
+    assert callable_name(AsyncCallable()) == "AsyncCallable"
+    assert callable_name(AsyncCallable.__call__) == "AsyncCallable.__call__"
+    assert callable_name(AsyncCallable.__call__, qualified=False) == "__call__"
+    nameless: Any = type("Nameless", (), {"__call__": lambda self: None, "__name__": ""})()
+    assert callable_name(nameless) == "Nameless"
+
+
+def test_escape_for_log() -> None:
+    assert escape_for_log("/a\r\nb\x1b[31m") == "/a\\r\\nb\\x1b[31m"
+    assert escape_for_log("é") == "\\xe9"
+    assert escape_for_log("x" * 20, limit=5) == "xxxxx..."
