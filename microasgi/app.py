@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, TypeVar
 
 from ._errors import ExceptionHandler, ExceptionLayer, handle_server_error
+from .concurrency import watch_event_loop
 from .datastructures import State
 from .exceptions import SetupError
 from .lifespan import Hook, LifespanFactory, child_lifespan, combine, serve_lifespan
@@ -134,8 +136,10 @@ class App:
             child_lifespan(app, state if isinstance(state, dict) else {})
             for app in _mounted_apps(self.router.routes)
         ]
-        hooks = list(self._on_shutdown)
-        factory = combine([*self._lifespans, *children], self._on_startup, hooks)
+        watchdog = [_watchdog] if self.debug else []
+        factory = combine(
+            [*watchdog, *self._lifespans, *children], self._on_startup, self._on_shutdown
+        )
         await serve_lifespan(self, factory, scope, receive, send, self._set_lifespan_state)
 
     def _set_lifespan_state(self, state: dict[str, Any]) -> None:
@@ -312,6 +316,10 @@ class App:
 
     def __repr__(self) -> str:
         return f"<App with {len(self.router.routes)} routes, debug={self.debug}>"
+
+
+def _watchdog(app: App) -> AbstractAsyncContextManager[None]:
+    return watch_event_loop()
 
 
 def _mounted_apps(routes: Iterable[BaseRoute]) -> list[ASGIApp]:

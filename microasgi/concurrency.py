@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
-from typing import Literal, ParamSpec, TypeVar
+import logging
+import sys
+import threading
+import time
+import traceback
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import anyio
 import anyio.to_thread
 
-__all__ = ["iterate_in_threadpool", "run_in_threadpool"]
+__all__ = ["iterate_in_threadpool", "run_in_threadpool", "watch_event_loop"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -55,3 +61,61 @@ async def iterate_in_threadpool(iterator: Iterable[T]) -> AsyncGenerator[T, None
             # NOTE: shielded so a cancelled stream still runs the iterator's clean-up.
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(close)
+
+
+logger = logging.getLogger("microasgi")
+
+
+@asynccontextmanager
+async def watch_event_loop(threshold: float = 0.1, interval: float = 0.02) -> AsyncIterator[None]:
+    """Warn on the ``microasgi`` logger whenever the event loop is blocked.
+
+    A task in the loop records a heartbeat every ``interval`` seconds; a watchdog thread
+    notices when the heartbeat is older than ``threshold`` and logs, once per stall, how
+    long the loop has been blocked and the loop thread's current stack, which points at
+    the blocking call. Used by ``App(debug=True)`` for the life of the app.
+    """
+    state: dict[str, Any] = {"beat": time.monotonic(), "thread": threading.get_ident()}
+    stopped = threading.Event()
+
+    async def heartbeat() -> None:
+        while True:
+            state["beat"] = time.monotonic()
+            await anyio.sleep(interval)
+
+    watchdog = threading.Thread(
+        target=_watch,
+        args=(state, stopped, threshold, interval),
+        daemon=True,
+        name="microasgi-loop-watchdog",
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(heartbeat)
+        watchdog.start()
+        try:
+            yield
+        finally:
+            stopped.set()
+            tg.cancel_scope.cancel()
+    await anyio.to_thread.run_sync(watchdog.join)
+
+
+def _watch(
+    state: dict[str, Any], stopped: threading.Event, threshold: float, interval: float
+) -> None:
+    reported_beat = None
+    while not stopped.wait(interval):
+        beat = state["beat"]
+        lag = time.monotonic() - beat
+        if lag < threshold or beat == reported_beat:
+            continue
+        reported_beat = beat
+        frame = sys._current_frames().get(state["thread"])
+        stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
+        logger.warning(
+            "The event loop has been blocked for %.0f ms (debug=True). A blocking call in "
+            "async code stalls every connection; move it to a `def` handler or "
+            "run_in_threadpool(). The loop thread is at:\n%s",
+            lag * 1000,
+            stack,
+        )

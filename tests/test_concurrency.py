@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import contextvars
+import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import anyio
 import pytest
@@ -124,3 +126,52 @@ async def test_cancelling_the_iteration_runs_the_generator_cleanup() -> None:
             await anyio.sleep(0.001)
     await stream.aclose()
     assert cleaned_up.is_set()
+
+
+def test_debug_mode_warns_when_the_loop_blocks(
+    client_factory: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    import time as _time
+
+    from microasgi import App
+
+    app = App(debug=True)
+
+    @app.get("/blocking")
+    async def blocking_handler(request: Any) -> str:
+        _time.sleep(0.4)
+        return "done"
+
+    @app.get("/fine")
+    async def fine(request: Any) -> str:
+        return "fine"
+
+    with caplog.at_level(logging.WARNING, logger="microasgi"):
+        with client_factory(app) as client:
+            assert client.get("/fine").text == "fine"
+            assert client.get("/blocking").text == "done"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "event loop has been blocked" in warnings[0]
+    assert "blocking_handler" in warnings[0]
+    assert "_time.sleep(0.4)" in warnings[0]
+
+
+def test_no_watchdog_without_debug(
+    client_factory: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    import time as _time
+
+    from microasgi import App
+
+    app = App()
+
+    @app.get("/blocking")
+    async def blocking_handler(request: Any) -> str:
+        _time.sleep(0.3)
+        return "done"
+
+    with caplog.at_level(logging.WARNING, logger="microasgi"):
+        with client_factory(app) as client:
+            assert client.get("/blocking").text == "done"
+    assert [r for r in caplog.records if r.levelno == logging.WARNING] == []

@@ -501,7 +501,7 @@ async def test_iterating_again_after_the_end(anyio_backend: str) -> None:
 @pytest.mark.anyio
 async def test_iterating_before_accept(anyio_backend: str) -> None:
     ws = connect(Server(text("a")))
-    with pytest.raises(RuntimeError, match="call await ws.accept"):
+    with pytest.raises(RuntimeError, match=r"call await ws\.accept"):
         async for _ in ws.iter_text():
             pass  # pragma: no cover
 
