@@ -24,6 +24,7 @@ from .exceptions import HTTPException, WebSocketException
 from .requests import Request
 from .responses import HTMLResponse, PlainTextResponse, Response
 from .types import ASGIApp, Message, Receive, Scope, Send
+from .websockets import answer_error, close_quietly, connection_of, refuse
 
 __all__ = ["ExceptionHandler", "ExceptionLayer", "handle_server_error"]
 
@@ -35,7 +36,7 @@ ExceptionHandler = Callable[[Any, Any], Awaitable[Response | None] | Response | 
 TESTING_EXTENSION = "microasgi.testing"
 """Present in ``scope["extensions"]`` when the test client wants exceptions re-raised."""
 
-_REPORTED = "microasgi.reported_exception"
+REPORTED_EXCEPTION = "microasgi.reported_exception"
 """Scope key: the exception the inner layer already logged and answered."""
 
 
@@ -61,20 +62,44 @@ class ExceptionLayer:
             await self.handle(exc, scope, receive, send)
 
     async def handle(self, exc: Exception, scope: Scope, receive: Receive, send: Send) -> None:
-        """Answer ``exc`` raised while serving ``scope``; re-raise it outside http/websocket."""
-        if scope["type"] not in ("http", "websocket"):
+        """Answer ``exc`` raised while serving ``scope``; re-raise it outside http/websocket.
+
+        An exception already logged and answered further in (re-raised for the test
+        client) passes through untouched.
+        """
+        if scope["type"] not in ("http", "websocket") or scope.get(REPORTED_EXCEPTION) is exc:
             raise exc
+        if scope["type"] == "websocket":
+            await self._handle_websocket(exc, scope, receive, send)
+            return
         handler = self.lookup(exc)
         if handler is not None:
-            await self._run_handler(handler, exc, scope, receive, send)
+            response = await _call_handler(handler, Request(scope, receive, send), exc)
+            if isinstance(response, Response):
+                await response(scope, receive, send)
         elif isinstance(exc, HTTPException):
-            if scope["type"] == "websocket":
-                # NOTE: a close before accept is answered 403 by the server.
-                await _close_websocket(send, 1008, str(exc.detail)[:120])
+            await _send_safely(http_exception_response(exc), scope, receive, send)
+        else:
+            await report_unhandled(exc, scope, receive, send, debug=self.debug)
+
+    async def _handle_websocket(
+        self, exc: Exception, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        websocket = connection_of(scope, receive, send)
+        handler = self.lookup(exc)
+        if handler is not None:
+            response = await _call_handler(handler, websocket, exc)
+            if isinstance(response, Response):
+                await refuse(websocket, response, 1011, "")
             else:
-                await _send_safely(http_exception_response(exc), scope, receive, send)
+                await close_quietly(websocket, 1011, "")
+        elif isinstance(exc, HTTPException):
+            # NOTE: before accept, the status becomes a denial response (403 where the
+            # server lacks the extension); after it, a policy-violation close.
+            reason = str(exc.detail)[:120]
+            await refuse(websocket, http_exception_response(exc), 1008, reason)
         elif isinstance(exc, WebSocketException):
-            await _close_websocket(send, exc.code, exc.reason)
+            await close_quietly(websocket, exc.code, exc.reason)
         else:
             await report_unhandled(exc, scope, receive, send, debug=self.debug)
 
@@ -92,31 +117,18 @@ class ExceptionLayer:
             return self.status_handlers.get(500)
         return None
 
-    async def _run_handler(
-        self, handler: ExceptionHandler, exc: Exception, scope: Scope, receive: Receive, send: Send
-    ) -> None:
-        if scope["type"] == "websocket":
-            from .websockets import WebSocket
 
-            connection: Any = WebSocket(scope, receive, send)
-        else:
-            connection = Request(scope, receive, send)
-        if is_async_callable(handler):
-            response = await handler(connection, exc)  # type: ignore[misc]
-        else:
-            response = await run_in_threadpool(handler, connection, exc)
-        if isinstance(response, Response):
-            if scope["type"] == "websocket":
-                await connection.send_denial_response(response)
-            else:
-                await response(scope, receive, send)
+async def _call_handler(handler: ExceptionHandler, connection: Any, exc: Exception) -> Any:
+    if is_async_callable(handler):
+        return await handler(connection, exc)  # type: ignore[misc]
+    return await run_in_threadpool(handler, connection, exc)
 
 
 async def handle_server_error(
     exc: Exception, scope: Scope, receive: Receive, send: Send, *, debug: bool
 ) -> None:
     """The outermost handling: log and answer ``exc`` unless an inner layer already did."""
-    if scope["type"] not in ("http", "websocket") or scope.get(_REPORTED) is exc:
+    if scope["type"] not in ("http", "websocket") or scope.get(REPORTED_EXCEPTION) is exc:
         raise exc
     await report_unhandled(exc, scope, receive, send, debug=debug)
 
@@ -134,11 +146,11 @@ async def report_unhandled(
         exc_info=exc,
     )
     if scope["type"] == "websocket":
-        await _close_websocket(send, 1011, "")
+        await answer_error(connection_of(scope, receive, send))
     else:
         await _send_safely(error_response(exc, scope, debug=debug), scope, receive, send)
     if TESTING_EXTENSION in (scope.get("extensions") or {}):
-        scope[_REPORTED] = exc
+        scope[REPORTED_EXCEPTION] = exc
         raise exc
 
 
@@ -192,11 +204,3 @@ async def _send_safely(response: Response, scope: Scope, receive: Receive, send:
         # client left); the connection is then ended by the server, which is all we can do.
         if started:
             raise
-
-
-async def _close_websocket(send: Send, code: int, reason: str) -> None:
-    try:
-        await send({"type": "websocket.close", "code": code, "reason": reason})
-    except Exception:
-        # NOTE: the socket is already closed (or never opened); nothing is left to tell.
-        logger.debug("WebSocket close %s could not be sent", code)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import functools
 import logging
+import math
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -22,10 +23,11 @@ import anyio
 import orjson
 
 from ._endpoint import plan_call
-from ._utils import callable_name, escape_for_log, is_async_callable
+from ._utils import callable_name, is_async_callable
 from .exceptions import WebSocketDisconnect, WebSocketException
 from .limits import limits_for
 from .requests import HTTPConnection
+from .responses import JSONResponse, PlainTextResponse
 from .types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
@@ -37,6 +39,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("microasgi")
+
+WEBSOCKET_KEY = "microasgi.websocket"
+"""Scope key of the handler's WebSocket, so error handling knows the connection's state."""
 
 DENIAL_EXTENSION = "websocket.http.response"
 """The ASGI extension that lets an app answer the handshake with an HTTP response."""
@@ -77,9 +82,6 @@ CLOSE_INVALID_DATA = 1007
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
-
-_ERROR_BODY = b"Internal Server Error"
-_NOT_FOUND_BODY = b'{"detail":"Not Found"}'
 
 
 def _expected(names: Iterable[str]) -> str:
@@ -134,7 +136,7 @@ class WebSocket(HTTPConnection):
         self._max_size = limits.max_message_size
         self._idle_timeout = limits.websocket_idle_timeout
         self._max_rate = limits.websocket_max_rate
-        self._tokens = self._max_rate or 0.0
+        self._tokens = math.inf  # NOTE: a full bucket, once clamped on the first message
         self._last_message = 0.0
 
     @property
@@ -367,7 +369,20 @@ class WebSocket(HTTPConnection):
         if self.application_state is _DISCONNECTED or self.client_state is _DISCONNECTED:
             self.application_state = _DISCONNECTED
             return
-        await self.send({"type": "websocket.close", "code": code, "reason": reason})
+        accepted = self.application_state is _CONNECTED
+        try:
+            await self.send({"type": "websocket.close", "code": code, "reason": reason})
+        except WebSocketDisconnect:
+            raise
+        except Exception:
+            if not accepted or code == CLOSE_NORMAL or 3000 <= code <= 4999:
+                raise
+            # NOTE: daphne (autobahn) refuses any close code from an application but 1000
+            # and 3000-4999, so 1001/1008/1009/1011 would leave the socket open; close with
+            # 1000 and the same reason instead.
+            await self._send_or_disconnect(
+                {"type": "websocket.close", "code": CLOSE_NORMAL, "reason": reason}
+            )
 
     async def send_denial_response(self, response: ASGIApp) -> None:
         """Refuse the handshake with an HTTP response (e.g. 401 with WWW-Authenticate).
@@ -518,11 +533,10 @@ def _data_key(mode: str) -> str:
 def build_websocket_endpoint(func: Callable[..., Any], param_names: tuple[str, ...]) -> ASGIApp:
     """Return the ASGI app that runs a WebSocket handler and ends its connection properly.
 
-    The handler gets the WebSocket first and the path parameters it names as keywords.
-    ``WebSocketException`` closes with its code; any other exception is logged once and
-    answered with a 500 denial response (a close, so HTTP 403, without the extension)
-    before ``accept()``, or a 1011 close after it. A handler that returns without closing
-    gets a 1000 close (a 403 before ``accept()``).
+    The handler gets the WebSocket first and the path parameters it names as keywords. A
+    handler that returns without closing gets a 1000 close (a 403 before ``accept()``).
+    Exceptions go to the app's error handling, which answers through ``answer_exception``
+    with the connection's state in hand.
     """
     name = callable_name(func)
     if not is_async_callable(func):
@@ -532,7 +546,7 @@ def build_websocket_endpoint(func: Callable[..., Any], param_names: tuple[str, .
     pass_websocket, wanted = plan_call(func, param_names)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        websocket = WebSocket(scope, receive, send)
+        websocket = scope[WEBSOCKET_KEY] = WebSocket(scope, receive, send)
         if wanted:
             params = scope.get("path_params") or {}
             kwargs = {n: params[n] for n in wanted}
@@ -544,20 +558,23 @@ def build_websocket_endpoint(func: Callable[..., Any], param_names: tuple[str, .
             else:
                 await func(**kwargs)
         except WebSocketDisconnect:
-            pass
-        except WebSocketException as exc:
-            await _close_quietly(websocket, exc.code, exc.reason)
-        except Exception as exc:
-            await _fail(websocket, exc, name)
-        else:
-            await _close_quietly(websocket, CLOSE_NORMAL, "")
+            return
+        await close_quietly(websocket, CLOSE_NORMAL, "")
 
     return app
 
 
-async def _close_quietly(websocket: WebSocket, code: int, reason: str) -> None:
+def connection_of(scope: Scope, receive: Receive, send: Send) -> WebSocket:
+    """The WebSocket the handler used for ``scope``, or a new one if none was made yet."""
+    websocket = scope.get(WEBSOCKET_KEY)
+    if isinstance(websocket, WebSocket):
+        return websocket
+    return WebSocket(scope, receive, send)
+
+
+async def close_quietly(websocket: WebSocket, code: int, reason: str) -> None:
     """Close unless already closed; a client that went meanwhile is not an error."""
-    if websocket.application_state is _RESPONSE:
+    if websocket.application_state in (_RESPONSE, WebSocketState.DISCONNECTED):
         return
     try:
         await websocket.close(code, reason)
@@ -565,47 +582,24 @@ async def _close_quietly(websocket: WebSocket, code: int, reason: str) -> None:
         pass
 
 
-async def _fail(websocket: WebSocket, exc: Exception, name: str) -> None:
-    """Answer an exception from a handler: 500 denial / 403 close, or 1011, then log it."""
-    scope = websocket.scope
-    if websocket.application_state is _CONNECTING and DENIAL_EXTENSION in (
-        scope.get("extensions") or {}
-    ):
+async def refuse(websocket: WebSocket, response: ASGIApp, close_code: int, reason: str) -> None:
+    """Answer with ``response`` before accept (a denial), or close with ``close_code`` after."""
+    if websocket.application_state is _CONNECTING:
         try:
-            await websocket.send_denial_response(_plain_response(500, _ERROR_BODY))
+            await websocket.send_denial_response(response)
         except WebSocketDisconnect:
             pass
     else:
-        await _close_quietly(websocket, CLOSE_INTERNAL_ERROR, "Internal Server Error")
-    logger.error(
-        "Exception in WebSocket handler %s for %s",
-        name,
-        escape_for_log(scope.get("path", "")),
-        exc_info=exc,
-    )
-    # NOTE: the test client marks its scopes so that raise_server_exceptions works; a
-    # real server would only log the error a second time.
-    if "microasgi.testing" in (scope.get("extensions") or {}):
-        raise exc
+        await close_quietly(websocket, close_code, reason)
 
 
-def _plain_response(status: int, body: bytes, content_type: bytes = b"text/plain") -> ASGIApp:
-    headers = [
-        (
-            b"content-type",
-            content_type + (b"; charset=utf-8" if content_type == b"text/plain" else b""),
-        ),
-        (b"content-length", b"%d" % len(body)),
-    ]
-
-    async def response(scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    return response
+async def answer_error(websocket: WebSocket) -> None:
+    """Answer an unhandled error: a 500 denial before accept, a 1011 close after."""
+    await refuse(websocket, _SERVER_ERROR, CLOSE_INTERNAL_ERROR, "Internal Server Error")
 
 
-_NOT_FOUND = _plain_response(404, _NOT_FOUND_BODY, b"application/json")
+_SERVER_ERROR = PlainTextResponse("Internal Server Error", status_code=500)
+_NOT_FOUND = JSONResponse({"detail": "Not Found"}, status_code=404)
 
 
 async def websocket_not_found(scope: Scope, receive: Receive, send: Send) -> None:

@@ -56,12 +56,46 @@ def test_websocket_exception_from_middleware_closes_with_its_code(
     assert (info.value.code, info.value.reason) == (4003, "go away")
 
 
-def test_http_exception_on_a_websocket_closes_it(client_factory: ClientFactory) -> None:
-    app = websocket_app(HTTPException(401, "who are you"))
-    with client_factory(app) as client, pytest.raises(WebSocketDisconnect) as info:
+def test_http_exception_before_accept_is_a_denial(client_factory: ClientFactory) -> None:
+    app = websocket_app(HTTPException(401, "who are you", {"www-authenticate": "Bearer"}))
+    with client_factory(app) as client, pytest.raises(WebSocketDenied) as info:
         with client.websocket_connect("/ws"):
             pass
-    assert info.value.code == 1008
+    assert info.value.status_code == 401
+    assert info.value.headers["www-authenticate"] == "Bearer"
+    assert info.value.json() == {"detail": "who are you"}
+
+
+def test_http_exception_after_accept_closes_1008(client_factory: ClientFactory) -> None:
+    app = App()
+
+    @app.websocket("/ws")
+    async def handler(websocket: Any) -> None:
+        await websocket.accept()
+        raise HTTPException(403, "not any more")
+
+    with client_factory(app) as client, client.websocket_connect("/ws") as session:
+        with pytest.raises(WebSocketDisconnect) as info:
+            session.receive_text()
+    assert (info.value.code, info.value.reason) == (1008, "not any more")
+
+
+def test_exception_handlers_answer_websocket_errors(client_factory: ClientFactory) -> None:
+    app = App()
+
+    @app.exception_handler(KeyError)
+    async def on_key_error(websocket: Any, exc: Exception) -> None:
+        await websocket.close(4004, "no such key")
+
+    @app.websocket("/ws")
+    async def handler(websocket: Any) -> None:
+        await websocket.accept()
+        raise KeyError("k")
+
+    with client_factory(app) as client, client.websocket_connect("/ws") as session:
+        with pytest.raises(WebSocketDisconnect) as info:
+            session.receive_text()
+    assert (info.value.code, info.value.reason) == (4004, "no such key")
 
 
 def test_handler_response_for_a_websocket_is_a_denial(client_factory: ClientFactory) -> None:
@@ -77,16 +111,16 @@ def test_handler_response_for_a_websocket_is_a_denial(client_factory: ClientFact
     assert info.value.content == b"nope"
 
 
-def test_unhandled_websocket_error_closes_1011_and_logs(
+def test_unhandled_websocket_error_before_accept_is_a_500_denial(
     client_factory: ClientFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = websocket_app(RuntimeError("broken"))
     with caplog.at_level(logging.ERROR, logger="microasgi"):
         with client_factory(app, raise_server_exceptions=False) as client:
-            with pytest.raises(WebSocketDisconnect) as info:
+            with pytest.raises(WebSocketDenied) as info:
                 with client.websocket_connect("/ws"):
                     pass
-    assert info.value.code == 1011
+    assert info.value.status_code == 500
     assert [r.getMessage() for r in caplog.records if r.name == "microasgi"] == [
         "Unhandled RuntimeError in WEBSOCKET /ws"
     ]

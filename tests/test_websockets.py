@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
+from microasgi._errors import ExceptionLayer
 from microasgi.app import App
 from microasgi.exceptions import WebSocketDisconnect, WebSocketException
 from microasgi.limits import Limits
@@ -783,7 +784,8 @@ async def run_endpoint(
     param_names: tuple[str, ...] = (),
     **scope_options: Any,
 ) -> None:
-    app = build_websocket_endpoint(handler, param_names)
+    # The endpoint lets exceptions out; the app's error layer answers them, as in an App.
+    app = ExceptionLayer(build_websocket_endpoint(handler, param_names), {})
     with anyio.fail_after(5):
         await app(make_scope(**scope_options), server.receive, server.send)
 
@@ -976,7 +978,7 @@ async def test_exception_after_accept_closes_1011_once_and_logs(
     [record] = error_records(caplog)
     assert record.exc_info is not None and record.exc_info[0] is Boom
     message = record.getMessage()
-    assert "handler" in message
+    assert "WEBSOCKET" in message
     assert "\x1b" not in message and "\r" not in message and "\\x1b[31mred\\r\\n" in message
 
 
@@ -989,17 +991,12 @@ async def test_exception_before_accept_sends_a_500_denial(
 
     server = Server()
     await run_endpoint(handler, server)
-    assert server.sent == [
-        {
-            "type": "websocket.http.response.start",
-            "status": 500,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", b"21"),
-            ],
-        },
-        {"type": "websocket.http.response.body", "body": b"Internal Server Error"},
-    ]
+    start, body = server.sent
+    assert start["type"] == "websocket.http.response.start"
+    assert start["status"] == 500
+    assert dict(start["headers"])[b"content-type"] == b"text/plain; charset=utf-8"
+    assert body["type"] == "websocket.http.response.body"
+    assert body["body"] == b"Internal Server Error"
     assert len(error_records(caplog)) == 1
 
 
@@ -1012,9 +1009,7 @@ async def test_exception_before_accept_without_the_extension_closes(
 
     server = Server()
     await run_endpoint(handler, server, extensions={})
-    assert server.sent == [
-        {"type": "websocket.close", "code": 1011, "reason": "Internal Server Error"}
-    ]
+    assert server.sent == [{"type": "websocket.close", "code": 1000, "reason": ""}]
     assert len(error_records(caplog)) == 1
 
 
@@ -1118,14 +1113,12 @@ async def test_exception_is_reraised_for_the_test_client(
 async def test_not_found_with_the_denial_extension(anyio_backend: str) -> None:
     server = Server()
     await websocket_not_found(make_scope(), server.receive, server.send)
-    assert server.sent == [
-        {
-            "type": "websocket.http.response.start",
-            "status": 404,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", b"22")],
-        },
-        {"type": "websocket.http.response.body", "body": b'{"detail":"Not Found"}'},
-    ]
+    start, body = server.sent
+    assert start["type"] == "websocket.http.response.start"
+    assert start["status"] == 404
+    assert dict(start["headers"])[b"content-type"] == b"application/json"
+    assert body["type"] == "websocket.http.response.body"
+    assert body["body"] == b'{"detail":"Not Found"}'
 
 
 @pytest.mark.anyio
@@ -1420,3 +1413,64 @@ async def test_async_client(anyio_backend: str) -> None:
             async with client.websocket_connect("/auth"):
                 pass  # pragma: no cover
         assert denied.value.status_code == 401
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("code", [1001, 1008, 1009, 1011])
+async def test_close_code_refused_by_the_server_falls_back_to_1000(
+    anyio_backend: str, code: int
+) -> None:
+    server = Server()
+
+    async def send(message: Message) -> None:
+        # daphne (autobahn) raises for close codes other than 1000 and 3000-4999
+        if message["type"] == "websocket.close" and message["code"] not in (1000, 4000):
+            raise Exception(f"invalid close code {message['code']}")
+        server.sent.append(message)
+
+    ws = WebSocket(make_scope(), server.receive, send)
+    await ws.accept()
+    await ws.close(code, "why")
+    assert server.sent[-1] == {"type": "websocket.close", "code": 1000, "reason": "why"}
+    assert ws.application_state is WebSocketState.DISCONNECTED
+
+
+@pytest.mark.anyio
+async def test_other_close_failures_propagate(anyio_backend: str) -> None:
+    async def send(message: Message) -> None:
+        if message["type"] == "websocket.close":
+            raise Exception("server bug")
+
+    ws = WebSocket(make_scope(), Server().receive, send)
+    with pytest.raises(Exception, match="server bug"):
+        await ws.close(1011)  # before accept: the code never reaches the client
+    ws = WebSocket(make_scope(), Server().receive, send)
+    await ws.accept()
+    with pytest.raises(Exception, match="server bug"):
+        await ws.close(4000)  # a code every server allows: nothing to fall back to
+
+
+def test_echo_example() -> None:
+    from examples.echo import TOKEN, app
+
+    with TestClient(app) as client:
+        assert "new WebSocket" in client.get("/").text
+        with client.websocket_connect("/ws") as ws:
+            ws.send_text("hello")
+            assert ws.receive_text() == "hello"
+        with pytest.raises(WebSocketDenied) as info, client.websocket_connect("/private"):
+            pass  # pragma: no cover
+        assert info.value.status_code == 401
+        assert info.value.headers["www-authenticate"] == 'Bearer realm="echo"'
+        with client.websocket_connect(f"/private?token={TOKEN}") as ws:
+            assert ws.receive_json() == {"hello": "you are in"}
+
+
+def test_exception_is_logged_once_under_the_test_client(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with TestClient(chat_app()) as client, pytest.raises(Boom):
+        with client.websocket_connect("/boom") as ws:
+            ws.send_text("go")
+            ws.receive()
+    assert len(error_records(caplog)) == 1
