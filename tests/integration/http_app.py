@@ -1,0 +1,67 @@
+"""The app the HTTP integration tests serve on real ASGI servers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+
+from microasgi import App, HTTPException, Request, StreamingResponse
+
+
+@asynccontextmanager
+async def lifespan(app: App) -> AsyncIterator[dict[str, Any]]:
+    yield {"started": True}
+
+
+app = App(lifespan=lifespan, max_body_size=1024)
+
+
+@app.get("/plaintext")
+async def plaintext(request: Request) -> str:
+    return "Hello, World!"
+
+
+@app.get("/users/{user_id:int}", name="user")
+async def user(request: Request, user_id: int) -> dict[str, Any]:
+    return {"id": user_id, "url": str(request.url_for("user", user_id=user_id))}
+
+
+@app.post("/echo")
+async def echo(request: Request) -> Any:
+    return await request.json()
+
+
+@app.get("/state")
+async def state(request: Request) -> dict[str, Any]:
+    return {"started": request.state.started}
+
+
+@app.get("/stream")
+async def stream(request: Request) -> StreamingResponse:
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(5):
+            yield b"chunk %d\n" % i
+            await anyio.sleep(0.01)
+
+    return StreamingResponse(chunks(), media_type="text/plain")
+
+
+@app.get("/teapot")
+async def teapot(request: Request) -> None:
+    raise HTTPException(418, "short and stout")
+
+
+@app.get("/boom")
+def boom(request: Request) -> None:
+    raise RuntimeError("integration failure")
+
+
+@app.get("/blocking")
+def blocking(request: Request) -> str:
+    import time
+
+    time.sleep(0.2)
+    return "done"
