@@ -62,6 +62,13 @@ def build_endpoint(func: Callable[..., Any], param_names: tuple[str, ...]) -> AS
         request = Request(scope, receive, send)
         if simple:
             result = await func(request)
+        elif all_params:
+            # PERF: the handler takes every path parameter; unless a mount or host added
+            # its own, the scope's dict is exactly the keywords.
+            params = scope["path_params"]
+            if len(params) != len(wanted):
+                params = {n: params[n] for n in wanted}
+            result = await func(request, **params)
         else:
             params = scope.get("path_params", {})
             kwargs = {n: params[n] for n in wanted}
@@ -92,6 +99,7 @@ def build_endpoint(func: Callable[..., Any], param_names: tuple[str, ...]) -> AS
         await send({"type": "http.response.body", "body": body})
 
     simple = is_async and pass_request and not wanted
+    all_params = is_async and pass_request and bool(wanted) and wanted == param_names
     return app
 
 

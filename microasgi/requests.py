@@ -142,7 +142,15 @@ class HTTPConnection(Mapping[str, Any]):
 class Request(HTTPConnection):
     """An HTTP request: the connection plus method and body."""
 
-    __slots__ = ("_buffered", "_form", "_is_disconnected", "_json", "_send", "_stream_consumed")
+    __slots__ = (
+        "_buffered",
+        "_form",
+        "_is_disconnected",
+        "_json",
+        "_received",
+        "_send",
+        "_stream_consumed",
+    )
 
     def __init__(
         self, scope: Scope, receive: Receive = _empty_receive, send: Send = _empty_send
@@ -168,35 +176,58 @@ class Request(HTTPConnection):
             if body:
                 yield body
             return
-        if getattr(self, "_stream_consumed", False):
-            raise RuntimeError("The request body was already streamed; read it only once")
-        self._stream_consumed = True
-        limit = self._body_limit()
-        received = 0
+        limit = self._start_reading()
         pending = self._take_buffered()
-        while True:
+        more = True
+        while more:
             message = pending.pop(0) if pending else await self._receive()
-            if message["type"] == "http.request":
-                chunk = message.get("body", b"")
-                if chunk:
-                    received += len(chunk)
-                    if limit is not None and received > limit:
-                        raise _too_large(limit)
-                    yield chunk
-                if not message.get("more_body", False):
-                    return
-            elif message["type"] == "http.disconnect":
-                self._is_disconnected = True
-                raise ClientDisconnect()
+            chunk, more = self._take(message, limit)
+            if chunk:
+                yield chunk
 
     async def body(self) -> bytes:
         """Return the whole body; cached, so middleware and handler can both read it."""
         body: bytes | None = self.scope.get(BODY_KEY)
-        if body is None:
-            # NOTE: chunks are joined once at the end: appending to bytes would be quadratic.
-            body = b"".join([chunk async for chunk in self.stream()])
-            self.scope[BODY_KEY] = body
+        if body is not None:
+            return body
+        # PERF: read here rather than through stream(): no async generator to set up,
+        # and a body that arrives in one message is not copied.
+        limit = self._start_reading()
+        pending = self._take_buffered()
+        chunks: list[bytes] = []
+        more = True
+        while more:
+            message = pending.pop(0) if pending else await self._receive()
+            chunk, more = self._take(message, limit)
+            if chunk:
+                chunks.append(chunk)
+        # NOTE: chunks are joined once at the end: appending to bytes would be quadratic.
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self.scope[BODY_KEY] = body
         return body
+
+    def _start_reading(self) -> int | None:
+        """Mark the body as being read (once only) and return the size limit."""
+        if getattr(self, "_stream_consumed", False):
+            raise RuntimeError("The request body was already streamed; read it only once")
+        self._stream_consumed = True
+        self._received = 0
+        return self._body_limit()
+
+    def _take(self, message: Message, limit: int | None) -> tuple[bytes, bool]:
+        """Return a received message's body chunk and whether more follow."""
+        message_type = message["type"]
+        if message_type == "http.request":
+            chunk: bytes = message.get("body", b"")
+            if chunk:
+                self._received += len(chunk)
+                if limit is not None and self._received > limit:
+                    raise _too_large(limit)
+            return chunk, message.get("more_body", False)
+        if message_type == "http.disconnect":
+            self._is_disconnected = True
+            raise ClientDisconnect()
+        return b"", True
 
     async def json(self) -> Any:
         """Parse the body as JSON: 415 for another media type, 400 when malformed."""

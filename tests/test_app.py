@@ -698,3 +698,39 @@ def test_app_repr_and_state() -> None:
     app.state.name = "demo"
     assert app.state.name == "demo"
     assert repr(app) == "<App with 0 routes, debug=True>"
+
+
+def test_str_subclasses_are_text(client_factory: ClientFactory) -> None:
+    class Name(str):
+        pass
+
+    app = App()
+
+    @app.get("/")
+    async def home(request: Request) -> str:
+        return Name("subclass")
+
+    with client_factory(app) as client:
+        response = client.get("/")
+    assert (response.text, response.headers["content-type"]) == (
+        "subclass",
+        "text/plain; charset=utf-8",
+    )
+
+
+def test_handler_params_under_a_mount_with_params(client_factory: ClientFactory) -> None:
+    from microasgi import Router
+
+    sub = Router()
+
+    @sub.get("/items/{item_id:int}")
+    async def item(request: Request, item_id: int) -> dict[str, Any]:
+        return {"item_id": item_id, "all": dict(request.path_params)}
+
+    app = App()
+    app.mount("/users/{user}", sub)
+    with client_factory(app) as client:
+        assert client.get("/users/ann/items/3").json() == {
+            "item_id": 3,
+            "all": {"user": "ann", "item_id": 3},
+        }

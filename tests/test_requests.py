@@ -368,3 +368,15 @@ def test_stream_in_a_handler(client_factory: ClientFactory) -> None:
 
     with client_factory(app) as client:
         assert client.post("/count", content=body()).json() == {"total": 10_000}
+
+
+@pytest.mark.anyio
+async def test_unknown_messages_while_reading_are_skipped() -> None:
+    request = Request(
+        make_scope(),
+        receiver(
+            {"type": "http.unknown"},
+            {"type": "http.request", "body": b"ok", "more_body": False},
+        ),
+    )
+    assert await request.body() == b"ok"
