@@ -67,7 +67,9 @@ class _State(enum.Enum):
 class Subscription:
     """The events of one or more channels, buffered for one reader.
 
-    Made by ``Broadcast.subscribe``; enter it with ``async with``, then iterate it.
+    Made by ``Broadcast.subscribe``; enter it with ``async with``, then iterate it. The
+    iteration ends when the ``async with`` is left or the broadcast disconnects, and
+    raises ``SubscriberTooSlow`` if the buffer overflowed with ``overflow="disconnect"``.
     ``dropped`` counts the events lost to ``overflow="drop_oldest"``.
     """
 

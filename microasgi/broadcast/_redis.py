@@ -48,7 +48,7 @@ from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import anyio
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -71,7 +71,9 @@ _RECONNECT_MIN = 0.1
 _RECONNECT_MAX = 2.0
 _PING_INTERVAL = 5.0
 _SUBSCRIBE_TIMEOUT = 2.0
-_CLOSE_TIMEOUT = 1.0
+# NOTE: publishers wait for one of these connections rather than open one each: a burst
+# of a thousand publishes must not become a thousand connections to Redis.
+_POOL_SIZE = 32
 
 _FAULTS = (RedisConnectionError, RedisTimeoutError, OSError)
 
@@ -126,7 +128,7 @@ class RedisBackend(Backend):
         self._client: Redis | None = None
         self._reader: asyncio.Task[None] | None = None
         self._backoff = _RECONNECT_MIN
-        # Pub/sub state, owned by the reader task; subscribers only add and remove refs.
+        # Pub/sub state, shared by the reader task and the subscribers (one event loop).
         self._conn: AbstractConnection | None = None
         self._refs: dict[str, int] = {}  # local subscriptions per channel
         self._pending: dict[str, int] = {}  # SUBSCRIBEs sent and not yet confirmed
@@ -142,8 +144,10 @@ class RedisBackend(Backend):
                 "the Redis broadcast backend runs on asyncio only (redis.asyncio); "
                 'on trio use Broadcast("memory://")'
             ) from None
-        pool = ConnectionPool.from_url(
+        pool = BlockingConnectionPool.from_url(
             self.url,
+            max_connections=_POOL_SIZE,
+            timeout=_RETRY_DEADLINE,
             socket_connect_timeout=_CONNECT_TIMEOUT,
             socket_timeout=_COMMAND_TIMEOUT,
             # NOTE: our own retry budget replaces redis-py's (seconds of backoff by default),
@@ -186,9 +190,11 @@ class RedisBackend(Backend):
 
     async def _call(self, what: str, command: Callable[[], Awaitable[T]]) -> T:
         """Run ``command``, retrying connection faults within the budget."""
+        attempts = 0
         error: BaseException | None = None
         with anyio.move_on_after(_RETRY_DEADLINE):
             for delay in (*_RETRY_DELAYS, None):
+                attempts += 1
                 try:
                     return await command()
                 except _FAULTS as exc:
@@ -196,8 +202,8 @@ class RedisBackend(Backend):
                 if delay is not None:
                     await anyio.sleep(delay)
         raise BroadcastUnavailable(
-            f"Redis at {self.where} is unavailable: {what} failed after "
-            f"{len(_RETRY_DELAYS) + 1} attempts within {_RETRY_DEADLINE:g} s ({error})"
+            f"Redis at {self.where} is unavailable: {what} failed after {attempts} "
+            f"attempt(s) within {_RETRY_DEADLINE:g} s ({error or 'timed out'})"
         ) from error
 
     # Publishing and history ---------------------------------------------------------------
@@ -205,9 +211,10 @@ class RedisBackend(Backend):
     async def publish(self, channel: str, message: str | bytes) -> str | None:
         tag, data = _encode(message)
         client, script = self._redis(), self._publish_script
-        if not self.history_size or script is None:
+        if not self.history_size:
             await self._call("publish", lambda: client.publish(channel, tag + b" " + data))
             return None
+        assert script is not None, "registered by connect()"
         args: list[bytes | int] = [self.history_size, _STREAM_TAGS[tag], tag, data]
         event_id: bytes = await self._call("publish", lambda: script([channel], args))
         return event_id.decode("ascii")

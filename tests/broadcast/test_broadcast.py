@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
 import pytest
 
+from microasgi.app import App
 from microasgi.broadcast import (
     Broadcast,
     BroadcastError,
@@ -18,6 +17,8 @@ from microasgi.broadcast import (
     SubscriberTooSlow,
     Subscription,
 )
+from microasgi.requests import Request
+from microasgi.testing import AsyncTestClient
 
 # memory:// runs on both event loops; redis.asyncio runs on asyncio only.
 SETUPS = [
@@ -316,22 +317,29 @@ class TestLifeCycle:
         with pytest.raises(RuntimeError, match="lifespan"):
             await broadcast.publish("c", "down")
 
-    async def test_setup_registers_the_lifespan_with_the_app(self) -> None:
-        class Host:
-            def __init__(self) -> None:
-                self.lifespans: list[Callable[[Any], AbstractAsyncContextManager[Any]]] = []
-
-            def add_lifespan(
-                self, lifespan: Callable[[Any], AbstractAsyncContextManager[Any]]
-            ) -> None:
-                self.lifespans.append(lifespan)
-
-        host = Host()
+    async def test_app_lifespan_connects_the_broadcast(self) -> None:
         broadcast = Broadcast()
-        broadcast.setup(host)
-        [lifespan] = host.lifespans
-        async with lifespan(host):
-            assert await broadcast.publish("c", "x") is None
+        app = App(lifespan=broadcast.lifespan)
+        async with AsyncTestClient(app):
+            assert await broadcast.publish("c", "up") is None
+        with pytest.raises(RuntimeError, match="needs a connected broadcast"):
+            await broadcast.publish("c", "down")
+
+    async def test_install_connects_the_broadcast_for_handlers(self) -> None:
+        broadcast = Broadcast()
+        app = App()
+        app.install(broadcast)
+
+        @app.post("/say/{room}")
+        async def say(request: Request, room: str) -> None:
+            await broadcast.publish(room, await request.body())
+
+        async with AsyncTestClient(app) as client, broadcast.subscribe("lobby") as sub:
+            response = await client.post("/say/lobby", content=b"hi")
+            assert response.status_code == 204
+            assert await take(sub, 1) == [Event("lobby", b"hi")]
+        with pytest.raises(RuntimeError, match="needs a connected broadcast"):
+            await broadcast.publish("lobby", "down")
 
     async def test_use_before_connect_raises_a_clear_error(self) -> None:
         broadcast = Broadcast(history=5)

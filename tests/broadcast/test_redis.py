@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import pytest
@@ -71,7 +72,7 @@ async def test_history_lives_in_a_redis_stream(redis_server: RedisServer, raw: R
     async with Broadcast(redis_server.url, history=2) as broadcast:
         first = await broadcast.publish("c", "text")
         second = await broadcast.publish("c", b"bytes")
-        entries = await raw.xrange("c")
+        entries: Any = await raw.xrange("c")  # redis-py types stream entries loosely
         assert [(i.decode(), f) for i, f in entries] == [
             (first, {b"t": b"s", b"d": b"text"}),
             (second, {b"t": b"b", b"d": b"bytes"}),
@@ -80,6 +81,20 @@ async def test_history_lives_in_a_redis_stream(redis_server: RedisServer, raw: R
         assert [(e.message, e.id) for e in history] == [("text", first), (b"bytes", second)]
         with pytest.raises(ValueError, match="Redis stream id"):
             await broadcast.history("c", last_id="5")
+
+
+async def test_a_burst_of_publishes_shares_a_bounded_pool(
+    redis_server: RedisServer, raw: Redis
+) -> None:
+    async with Broadcast(redis_server.url) as broadcast, broadcast.subscribe("c") as sub:
+        async with anyio.create_task_group() as tg:
+            for number in range(500):
+                tg.start_soon(broadcast.publish, "c", str(number))
+        events = await take(sub, 500)
+        clients = await raw.client_list()
+    assert sorted(int(e.message) for e in events) == list(range(500))
+    # The pool, the pub/sub connection and this test's own client.
+    assert len(clients) <= redis_backend._POOL_SIZE + 2
 
 
 async def test_subscription_is_on_redis_while_entered(
@@ -118,6 +133,10 @@ async def test_cancelled_subscriber_leaves_no_task_and_no_redis_subscription(
     assert asyncio.all_tasks() == tasks_before - {
         task for task in tasks_before if task.get_name() == "microasgi.broadcast"
     }
+
+
+async def acl_setuser_default(raw: Redis, rule: str) -> None:
+    await raw.execute_command("ACL", "SETUSER", "default", rule)  # type: ignore[no-untyped-call]
 
 
 async def warm_up(broadcast: Broadcast) -> None:
@@ -275,7 +294,9 @@ async def test_connect_raises_broadcast_unavailable_without_redis(
 ) -> None:
     redis_server.stop()
     broadcast = Broadcast(redis_server.url)
-    with pytest.raises(BroadcastUnavailable, match="connect failed after 3 attempts"):
+    with pytest.raises(
+        BroadcastUnavailable, match=r"connect failed after 3 attempt\(s\) within 2 s"
+    ):
         await broadcast.connect()
     redis_server.start()
     async with broadcast:  # nothing was left half-connected
@@ -350,7 +371,7 @@ async def test_an_error_reply_on_the_pubsub_connection_is_logged_and_survived(
 ) -> None:
     async with Broadcast(redis_server.url) as broadcast:
         await warm_up(broadcast)
-        await raw.execute_command("ACL", "SETUSER", "default", "resetchannels")
+        await acl_setuser_default(raw, "resetchannels")
         with (
             caplog.at_level(logging.ERROR, logger="microasgi.broadcast"),
             pytest.raises(BroadcastUnavailable, match="did not confirm SUBSCRIBE"),
@@ -362,7 +383,7 @@ async def test_an_error_reply_on_the_pubsub_connection_is_logged_and_survived(
         # A server that fails every connection is retried with a growing delay.
         assert "in 0.1 s" in caplog.text
         assert "in 0.2 s" in caplog.text
-        await raw.execute_command("ACL", "SETUSER", "default", "allchannels")
+        await acl_setuser_default(raw, "allchannels")
         async with broadcast.subscribe("allowed") as sub:
             await broadcast.publish("allowed", "again")
             assert [e.message for e in await take(sub, 1)] == ["again"]
