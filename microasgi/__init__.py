@@ -27,6 +27,8 @@ from .responses import (
     StreamingResponse,
 )
 from .routing import Host, Mount, Route, Router, WebSocketRoute
+from .sse import EventSourceResponse, ServerSentEvent
+from .staticfiles import FileResponse, StaticFiles
 from .websockets import WebSocket, WebSocketState
 
 __version__ = "0.1.0"
@@ -37,6 +39,8 @@ __all__ = [
     "BackgroundTask",
     "BackgroundTasks",
     "ClientDisconnect",
+    "EventSourceResponse",
+    "FileResponse",
     "FormData",
     "HTMLResponse",
     "HTTPConnection",
@@ -58,8 +62,10 @@ __all__ = [
     "RouteConflictError",
     "RouteTemplateError",
     "Router",
+    "ServerSentEvent",
     "SetupError",
     "State",
+    "StaticFiles",
     "StreamingResponse",
     "UploadFile",
     "WebSocket",

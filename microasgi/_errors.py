@@ -75,8 +75,12 @@ class ExceptionLayer:
         handler = self.lookup(exc)
         if handler is not None:
             response = await _call_handler(handler, Request(scope, receive, send), exc)
-            if isinstance(response, Response):
-                await response(scope, receive, send)
+            if isinstance(response, Response) and not await _send_safely(
+                response, scope, receive, send
+            ):
+                # NOTE: the response had already been sent (a background task failed, say):
+                # the handler's answer cannot go out, and the error must not go unseen.
+                _log(exc, scope, " after the response had started")
         elif isinstance(exc, HTTPException):
             await _send_safely(http_exception_response(exc), scope, receive, send)
         else:
@@ -137,21 +141,26 @@ async def report_unhandled(
     exc: Exception, scope: Scope, receive: Receive, send: Send, *, debug: bool
 ) -> None:
     """Log ``exc`` once, answer 500 (or close 1011) if still possible, re-raise for tests."""
-    method = scope.get("method", "WEBSOCKET")
-    logger.error(
-        "Unhandled %s in %s %s",
-        type(exc).__name__,
-        method,
-        escape_for_log(scope.get("path", "")),
-        exc_info=exc,
-    )
     if scope["type"] == "websocket":
+        _log(exc, scope, "")
         await answer_error(connection_of(scope, receive, send))
     else:
-        await _send_safely(error_response(exc, scope, debug=debug), scope, receive, send)
+        sent = await _send_safely(error_response(exc, scope, debug=debug), scope, receive, send)
+        _log(exc, scope, "" if sent else " after the response had started")
     if TESTING_EXTENSION in (scope.get("extensions") or {}):
         scope[REPORTED_EXCEPTION] = exc
         raise exc
+
+
+def _log(exc: Exception, scope: Scope, when: str) -> None:
+    logger.error(
+        "Unhandled %s in %s %s%s",
+        type(exc).__name__,
+        scope.get("method", "WEBSOCKET"),
+        escape_for_log(scope.get("path", "")),
+        when,
+        exc_info=exc,
+    )
 
 
 def http_exception_response(exc: HTTPException) -> Response:
@@ -188,8 +197,8 @@ def _debug_page(exc: Exception, text: str) -> str:
     )
 
 
-async def _send_safely(response: Response, scope: Scope, receive: Receive, send: Send) -> None:
-    """Send ``response`` unless the server refuses it because a response already started."""
+async def _send_safely(response: Response, scope: Scope, receive: Receive, send: Send) -> bool:
+    """Send ``response``; False if the server refused it because a response already started."""
     started = False
 
     async def tracking_send(message: Message) -> None:
@@ -204,3 +213,5 @@ async def _send_safely(response: Response, scope: Scope, receive: Receive, send:
         # client left); the connection is then ended by the server, which is all we can do.
         if started:
             raise
+        return False
+    return True

@@ -12,6 +12,10 @@ MODULES = [
     "microasgi.middleware",
     "microasgi.exceptions",
     "microasgi.limits",
+    "microasgi.sse",
+    "microasgi.staticfiles",
+    "microasgi.broadcast",
+    "microasgi.testing",
 ]
 
 
