@@ -15,7 +15,7 @@ import orjson
 
 from ._utils import callable_name, is_async_callable
 from .concurrency import run_in_threadpool
-from .requests import Request
+from .requests import FORM_KEY, Request
 from .responses import Response
 from .types import ASGIApp, Receive, Scope, Send
 
@@ -60,43 +60,49 @@ def build_endpoint(func: Callable[..., Any], param_names: tuple[str, ...]) -> AS
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive, send)
-        if simple:
-            result = await func(request)
-        elif all_params:
-            # PERF: the handler takes every path parameter; unless a mount or host added
-            # its own, the scope's dict is exactly the keywords.
-            params = scope["path_params"]
-            if len(params) != len(wanted):
-                params = {n: params[n] for n in wanted}
-            result = await func(request, **params)
-        else:
-            params = scope.get("path_params", {})
-            kwargs = {n: params[n] for n in wanted}
-            args = (request,) if pass_request else ()
-            if is_async:
-                result = await func(*args, **kwargs)
+        try:
+            if simple:
+                result = await func(request)
+            elif all_params:
+                # PERF: the handler takes every path parameter; unless a mount or host added
+                # its own, the scope's dict is exactly the keywords.
+                params = scope["path_params"]
+                if len(params) != len(wanted):
+                    params = {n: params[n] for n in wanted}
+                result = await func(request, **params)
             else:
-                result = await run_in_threadpool(func, *args, **kwargs)
-        # PERF: the common return types are sent right here, without a Response object or
-        # another coroutine; the bytes are those JSONResponse / PlainTextResponse send.
-        result_type = type(result)
-        if result_type is dict:
-            body = orjson.dumps(result)
-            content_type = _JSON_TYPE
-        elif result_type is str:
-            body = result.encode()
-            content_type = _TEXT_TYPE
-        else:
-            await send_result(result, scope, receive, send, name)
-            return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-length", b"%d" % len(body)), content_type],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+                params = scope.get("path_params", {})
+                kwargs = {n: params[n] for n in wanted}
+                args = (request,) if pass_request else ()
+                if is_async:
+                    result = await func(*args, **kwargs)
+                else:
+                    result = await run_in_threadpool(func, *args, **kwargs)
+            # PERF: the common return types are sent right here, without a Response object or
+            # another coroutine; the bytes are those JSONResponse / PlainTextResponse send.
+            result_type = type(result)
+            if result_type is dict:
+                body = orjson.dumps(result)
+                content_type = _JSON_TYPE
+            elif result_type is str:
+                body = result.encode()
+                content_type = _TEXT_TYPE
+            else:
+                await send_result(result, scope, receive, send, name)
+                return
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-length", b"%d" % len(body)), content_type],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            # NOTE: a parsed form's files are closed once the response, background tasks
+            # included, is done; when no form was parsed this is one dict lookup.
+            if FORM_KEY in scope:
+                await request.close()
 
     simple = is_async and pass_request and not wanted
     all_params = is_async and pass_request and bool(wanted) and wanted == param_names

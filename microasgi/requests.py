@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import orjson
 
-from .datastructures import URL, Address, Headers, QueryParams, State, parse_cookie
+from .datastructures import URL, Address, FormData, Headers, QueryParams, State, parse_cookie
 from .exceptions import ClientDisconnect, HTTPException
+from .formparsers import FormReader, parse_form, tightened
 from .limits import limits_for
 from .types import Message, Receive, Scope, Send
 
@@ -20,6 +21,9 @@ __all__ = ["HTTPConnection", "Request"]
 
 BODY_KEY = "microasgi.body"
 """Scope key of the cached request body, so every Request over one scope sees it."""
+
+FORM_KEY = "microasgi.form"
+"""Scope key of the parsed form, so every Request over one scope sees the same one."""
 
 
 async def _empty_receive() -> Message:
@@ -243,6 +247,45 @@ class Request(HTTPConnection):
         except orjson.JSONDecodeError as exc:
             raise HTTPException(400, f"Malformed JSON body: {exc.args[0]}") from None
         return self._json
+
+    def form(
+        self,
+        *,
+        max_files: int | None = None,
+        max_fields: int | None = None,
+        max_part_size: int | None = None,
+    ) -> FormReader:
+        """Parse an urlencoded or multipart body into a ``FormData`` of str and UploadFile.
+
+        ``await request.form()``, or ``async with request.form() as form:`` to close the
+        files on exit (they are closed when the request ends anyway). The arguments lower
+        the route's limits for this call, never raise them. The form is cached: later
+        calls, from any Request over the same scope, return the same one.
+        """
+
+        async def load() -> FormData:
+            form: FormData | None = self.scope.get(FORM_KEY)
+            if form is None:
+                limits = tightened(
+                    limits_for(self.scope),
+                    max_files=max_files,
+                    max_fields=max_fields,
+                    max_part_size=max_part_size,
+                )
+                strict = getattr(self.scope.get("app"), "strict_content_type", True)
+                form = await parse_form(self.headers, self.stream(), limits, strict=strict)
+                self.scope[FORM_KEY] = form
+            return form
+
+        return FormReader(load, self.close)
+
+    async def close(self) -> None:
+        """Close the files of the parsed form, if any; safe to call more than once."""
+        form: FormData | None = self.scope.get(FORM_KEY)
+        if form is not None:
+            # NOTE: shielded, so a cancelled request still releases its spooled files.
+            with anyio.CancelScope(shield=True):
+                await form.close()
 
     async def is_disconnected(self) -> bool:
         """Return True once the client has gone away; never blocks."""

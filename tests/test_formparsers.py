@@ -1,0 +1,998 @@
+from __future__ import annotations
+
+import hashlib
+import io
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import Any
+from urllib.parse import parse_qsl, quote_plus
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from microasgi.app import App
+from microasgi.background import BackgroundTask
+from microasgi.datastructures import FormData, Headers, UploadFile
+from microasgi.exceptions import ClientDisconnect, HTTPException
+from microasgi.formparsers import (
+    _FLUSH_SIZE,
+    MAX_BOUNDARY_LENGTH,
+    FormParser,
+    MultiPartParser,
+    parse_form,
+    parse_options_header,
+    safe_filename,
+    tightened,
+)
+from microasgi.limits import Limits
+from microasgi.requests import FORM_KEY, Request
+from microasgi.responses import StreamingResponse
+from microasgi.testing import TestClient
+from microasgi.types import Message
+
+ClientFactory = Callable[..., TestClient]
+URLENCODED = {"content-type": "application/x-www-form-urlencoded"}
+MULTIPART = {"content-type": "multipart/form-data; boundary=x"}
+
+
+def part(headers: str, body: bytes = b"", encoding: str = "utf-8") -> bytes:
+    """One multipart part, boundary `x`: its header lines and its content."""
+    return b"--x\r\n" + headers.encode(encoding) + b"\r\n\r\n" + body + b"\r\n"
+
+
+def field(name: str, value: bytes = b"") -> bytes:
+    return part(f'Content-Disposition: form-data; name="{name}"', value)
+
+
+def file_part(name: str, filename: str, body: bytes = b"", content_type: str = "") -> bytes:
+    headers = f'Content-Disposition: form-data; name="{name}"; filename="{filename}"'
+    if content_type:
+        headers += f"\r\nContent-Type: {content_type}"
+    return part(headers, body)
+
+
+def multipart(*parts: bytes) -> bytes:
+    return b"".join(parts) + b"--x--\r\n"
+
+
+def make_scope(content_type: str | None, **extra: Any) -> dict[str, Any]:
+    headers = [] if content_type is None else [(b"content-type", content_type.encode())]
+    return {"type": "http", "method": "POST", "path": "/", "headers": headers, **extra}
+
+
+def receiver(*chunks: bytes) -> Callable[[], Any]:
+    """A receive channel that hands out `chunks` as body messages, then the end."""
+    queue = list(chunks)
+
+    async def receive() -> Message:
+        if queue:
+            return {"type": "http.request", "body": queue.pop(0), "more_body": True}
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    return receive
+
+
+async def chunks_of(data: bytes, size: int) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def is_closed(upload: UploadFile) -> bool:
+    return upload.file.closed
+
+
+def describe(form: FormData) -> list[tuple[str, Any]]:
+    """The form as plain values: str, or (filename, content type, size) for files."""
+    return [
+        (key, value if isinstance(value, str) else (value.filename, value.content_type, value.size))
+        for key, value in form.multi_items()
+    ]
+
+
+def form_app(**app_options: Any) -> tuple[App, list[UploadFile]]:
+    """An app whose POST / answers the parsed form; the uploads it saw are kept."""
+    app = App(**app_options)
+    uploads: list[UploadFile] = []
+
+    @app.post("/")
+    async def handler(request: Request) -> dict[str, Any]:
+        form = await request.form()
+        result: dict[str, Any] = {}
+        for key, value in form.multi_items():
+            if isinstance(value, str):
+                result.setdefault(key, []).append(value)
+                continue
+            uploads.append(value)
+            described = {
+                "filename": value.filename,
+                "content_type": value.content_type,
+                "size": value.size,
+                "data": (await value.read()).decode("latin-1"),
+            }
+            result.setdefault(key, []).append(described)
+        return result
+
+    return app, uploads
+
+
+# --- parse_options_header --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("text/plain", ("text/plain", {})),
+        ("  Multipart/Form-Data ; Boundary=abc ", ("multipart/form-data", {"boundary": "abc"})),
+        ("a/b;", ("a/b", {})),
+        ("a/b; ;; x=1", ("a/b", {"x": "1"})),
+        (
+            'form-data; name="a b"; filename="c;d.txt"',
+            ("form-data", {"name": "a b", "filename": "c;d.txt"}),
+        ),
+        (r'form-data; name="q\"uote\\d"', ("form-data", {"name": 'q"uote\\d'})),
+        (
+            r'form-data; filename="C:\path\file.txt"',
+            ("form-data", {"filename": r"C:\path\file.txt"}),
+        ),
+        (
+            'form-data; name="x"; filename="ends\\"',
+            ("form-data", {"name": "x", "filename": "ends\\"}),
+        ),
+        ("form-data; name=bare value ; x = y", ("form-data", {"name": "bare value", "x": "y"})),
+        ("form-data; flag; name=a", ("form-data", {"flag": "", "name": "a"})),
+        ("form-data; name=", ("form-data", {"name": ""})),
+        ('form-data; name=""', ("form-data", {"name": ""})),
+        (
+            "form-data; name=\"a\"; name*=utf-8''b; filename=\"s.txt\"; filename*=utf-8''..%2Fevil",
+            ("form-data", {"name": "a", "filename": "s.txt"}),
+        ),
+        ("form-data; filename*0=a; filename*1*=b", ("form-data", {})),
+        ("", ("", {})),
+    ],
+)
+def test_parse_options_header(header: str, expected: tuple[str, dict[str, str]]) -> None:
+    assert parse_options_header(header) == expected
+
+
+@pytest.mark.parametrize(
+    ("header", "error"),
+    [
+        ('form-data; name="unterminated', "unexpected '\"'"),
+        ('form-data; name="a" junk', "unexpected ' ' at offset 19"),
+        ('form-data; name="a"; NAME="b"', "parameter 'name' given twice"),
+        ('a/b; x"y', "unexpected '\"'"),
+        ("a/b; =x", "unexpected '='"),
+    ],
+)
+def test_parse_options_header_refuses_malformed_values(header: str, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        parse_options_header(header)
+
+
+# --- safe_filename ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("report.pdf", "report.pdf"),
+        ("../../x", "x"),
+        ("/etc/passwd", "passwd"),
+        ("C:\\x", "x"),
+        ("C:x.txt", "x.txt"),
+        ("a\x00b", "ab"),
+        ("dir\\sub/..\\name.txt", "name.txt"),
+        ("..", ""),
+        ("...", ""),
+        ("a/..", ""),
+        ("", ""),
+        ("   ", ""),
+        (" spaced name.txt ", "spaced name.txt"),
+        ("evil\u202egpj.exe", "evilgpj.exe"),
+        ("tab\tnew\nline\r\x7f\x85.txt", "tabnewline.txt"),
+        ("résumé ✓.txt", "résumé ✓.txt"),
+        (".bashrc", ".bashrc"),
+        ("a:b", "b"),
+        ("ab:c", "ab:c"),
+    ],
+)
+def test_safe_filename(name: str, expected: str) -> None:
+    assert safe_filename(name) == expected
+
+
+# --- tightened -------------------------------------------------------------------------------
+
+
+def test_tightened_lowers_limits_and_never_raises_them() -> None:
+    limits = Limits(max_files=10, max_fields=None, max_body_size=5)
+    assert tightened(limits) is limits
+    assert tightened(limits, max_files=20) is limits
+    lowered = tightened(limits, max_files=3, max_fields=7, max_part_size=100)
+    assert (lowered.max_files, lowered.max_fields, lowered.max_part_size) == (3, 7, 100)
+    assert lowered.max_body_size == 5
+
+
+# --- urlencoded ------------------------------------------------------------------------------
+
+
+def test_urlencoded_form(client_factory: ClientFactory) -> None:
+    app, _ = form_app()
+    with client_factory(app) as client:
+        response = client.post("/", data={"a": "1", "b": ["x", "y"], "space name": "é+&="})
+        assert response.json() == {"a": ["1"], "b": ["x", "y"], "space name": ["é+&="]}
+        body = b"role=user&x=;role=admin&&flag&=nameless&a+b=%41%2B%zz&last="
+        response = client.post("/", content=body, headers=URLENCODED)
+        assert response.json() == {
+            "role": ["user"],
+            "x": [";role=admin"],
+            "flag": [""],
+            "": ["nameless"],
+            "a b": ["A+%zz"],
+            "last": [""],
+        }
+        assert client.post("/", content=b"", headers=URLENCODED).json() == {}
+
+
+@pytest.mark.parametrize(
+    ("charset", "body", "expected"),
+    [
+        ("utf-8", "name=%C3%A9", "é"),
+        ("UTF8", "name=\xc3\xa9", "é"),
+        ("iso-8859-1", "name=%E9", "é"),
+        ("latin1", "name=\xe9", "é"),
+        ("us-ascii", "name=%E9", "\ufffd"),
+        ("utf-8", "name=%FF", "\ufffd"),
+    ],
+)
+def test_urlencoded_charsets(
+    client_factory: ClientFactory, charset: str, body: str, expected: str
+) -> None:
+    app, _ = form_app()
+    content_type = f"application/x-www-form-urlencoded; charset={charset}"
+    with client_factory(app) as client:
+        response = client.post(
+            "/", content=body.encode("latin-1"), headers={"content-type": content_type}
+        )
+    assert response.json() == {"name": [expected]}
+
+
+def test_unknown_charsets_are_refused(client_factory: ClientFactory) -> None:
+    app, _ = form_app()
+    with client_factory(app) as client:
+        for charset in ("punycode", "utf-7", "rot13", "nope"):
+            content_type = f"application/x-www-form-urlencoded; charset={charset}"
+            response = client.post("/", content=b"a=b", headers={"content-type": content_type})
+            assert response.status_code == 415
+            assert response.json()["detail"] == f"Unsupported form charset {charset!r}: send UTF-8"
+
+
+@pytest.mark.anyio
+async def test_urlencoded_parser_across_chunk_boundaries() -> None:
+    body = b"a=1&&bb=22&c&d=4%20&&&e=5&"
+    expected = [("a", "1"), ("bb", "22"), ("c", ""), ("d", "4 "), ("e", "5")]
+    for size in range(1, len(body) + 1):
+        form = await FormParser(Limits()).parse(chunks_of(body, size))
+        assert form.multi_items() == expected
+
+
+# --- hypothesis: the urlencoded parser and its limits ----------------------------------------
+
+_ASCII_FORM = st.text(alphabet="ab=&;+%2F0 ", max_size=60)
+_PAIRS = st.lists(st.tuples(st.text(max_size=8), st.text(max_size=12)), max_size=12)
+_CHUNK_SIZE = st.integers(min_value=1, max_value=64)
+_FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def parse_sync(body: bytes, limits: Limits, chunk_size: int) -> list[tuple[str, Any]]:
+    """Feed the body straight to the parser in chunks of `chunk_size`, outside any loop."""
+
+    async def run() -> list[tuple[str, Any]]:
+        parser = FormParser(limits)
+        for start in range(0, len(body), chunk_size):
+            parser.write(body[start : start + chunk_size])
+        return (await parser.finish()).multi_items()
+
+    return anyio.run(run)
+
+
+@_FAST
+@given(body=_ASCII_FORM, chunk_size=_CHUNK_SIZE)
+def test_urlencoded_matches_the_standard_library(body: str, chunk_size: int) -> None:
+    limits = Limits(max_fields=None, max_part_size=None)
+    expected = parse_qsl(body, keep_blank_values=True, separator="&")
+    assert parse_sync(body.encode(), limits, chunk_size) == expected
+
+
+@_FAST
+@given(pairs=_PAIRS, chunk_size=_CHUNK_SIZE)
+def test_urlencoded_round_trips_any_text(pairs: list[tuple[str, str]], chunk_size: int) -> None:
+    body = "&".join(f"{quote_plus(k)}={quote_plus(v)}" for k, v in pairs).encode()
+    assert parse_sync(body, Limits(), chunk_size) == pairs
+
+
+@_FAST
+@given(pairs=_PAIRS, max_fields=st.integers(0, 12), chunk_size=_CHUNK_SIZE)
+def test_urlencoded_max_fields(
+    pairs: list[tuple[str, str]], max_fields: int, chunk_size: int
+) -> None:
+    body = "&".join(f"{quote_plus(k)}={quote_plus(v)}" for k, v in pairs).encode()
+    limits = Limits(max_fields=max_fields)
+    if len(pairs) <= max_fields:
+        assert parse_sync(body, limits, chunk_size) == pairs
+        return
+    with pytest.raises(HTTPException) as caught:
+        parse_sync(body, limits, chunk_size)
+    assert caught.value.status_code == 400
+    assert caught.value.detail == (
+        f"Too many fields in the form: the limit is {max_fields} (max_fields)"
+    )
+
+
+@_FAST
+@given(pairs=_PAIRS, max_part_size=st.integers(0, 40), chunk_size=_CHUNK_SIZE)
+def test_urlencoded_max_part_size_bounds_names_and_values_as_sent(
+    pairs: list[tuple[str, str]], max_part_size: int, chunk_size: int
+) -> None:
+    encoded = [(quote_plus(k), quote_plus(v)) for k, v in pairs]
+    body = "&".join(f"{k}={v}" for k, v in encoded).encode()
+    limits = Limits(max_part_size=max_part_size)
+    largest = max((len(piece.encode()) for pair in encoded for piece in pair), default=0)
+    if largest <= max_part_size:
+        assert parse_sync(body, limits, chunk_size) == pairs
+        return
+    with pytest.raises(HTTPException) as caught:
+        parse_sync(body, limits, chunk_size)
+    assert caught.value.status_code == 413
+    assert f"limit of {max_part_size} bytes (max_part_size)" in str(caught.value.detail)
+
+
+# --- multipart -------------------------------------------------------------------------------
+
+
+def test_multipart_fields_and_files(client_factory: ClientFactory) -> None:
+    app, uploads = form_app()
+    with client_factory(app) as client:
+        response = client.post(
+            "/",
+            data={"title": "Hello", "tag": ["a", "b"]},
+            files=[
+                ("doc", ("notes.txt", b"some text", "text/plain")),
+                ("doc", ("../../etc/passwd", b"\x00\x01binary", "application/octet-stream")),
+            ],
+        )
+    assert response.json() == {
+        "title": ["Hello"],
+        "tag": ["a", "b"],
+        "doc": [
+            {"filename": "notes.txt", "content_type": "text/plain", "size": 9, "data": "some text"},
+            {
+                "filename": "passwd",
+                "content_type": "application/octet-stream",
+                "size": 8,
+                "data": "\x00\x01binary",
+            },
+        ],
+    }
+    assert len(uploads) == 2
+    assert all(upload.file.closed for upload in uploads)
+
+
+def test_multipart_part_headers_reach_the_upload(client_factory: ClientFactory) -> None:
+    app = App()
+
+    @app.post("/")
+    async def handler(request: Request) -> dict[str, Any]:
+        async with request.form() as form:
+            upload = form["f"]
+            assert isinstance(upload, UploadFile)
+            return {"headers": upload.headers.items(), "repr": repr(upload)}
+
+    body = multipart(
+        part(
+            'content-disposition: form-data; name="f"; filename="a.csv"\r\n'
+            "Content-Type: text/csv\r\nX-Custom:   spaced",
+            b"1,2",
+        )
+    )
+    with client_factory(app) as client:
+        response = client.post("/", content=body, headers=MULTIPART)
+    assert response.json()["headers"] == [
+        ["content-disposition", 'form-data; name="f"; filename="a.csv"'],
+        ["content-type", "text/csv"],
+        ["x-custom", "spaced"],
+    ]
+    assert response.json()["repr"].startswith("UploadFile(filename='a.csv', size=3, headers=")
+
+
+def test_multipart_names_are_utf8_and_values_keep_their_bytes(
+    client_factory: ClientFactory,
+) -> None:
+    app, _ = form_app()
+    body = multipart(
+        field("naïve", "café ;role=admin\r\n--not-a-boundary".encode()),
+        field("bad", b"\xff"),
+        file_part("f", "ünï.txt"),
+        field("empty"),
+    )
+    with client_factory(app) as client:
+        response = client.post("/", content=body, headers=MULTIPART)
+    assert response.json() == {
+        "naïve": ["café ;role=admin\r\n--not-a-boundary"],
+        "bad": ["\ufffd"],
+        "f": [
+            {"filename": "ünï.txt", "content_type": None, "size": 0, "data": ""},
+        ],
+        "empty": [""],
+    }
+
+
+def test_multipart_with_a_latin1_charset(client_factory: ClientFactory) -> None:
+    app, _ = form_app()
+    body = multipart(
+        part('Content-Disposition: form-data; name="caf\xe9"', b"\xe9t\xe9", "latin-1")
+    )
+    headers = {"content-type": "multipart/form-data; boundary=x; charset=iso-8859-1"}
+    with client_factory(app) as client:
+        assert client.post("/", content=body, headers=headers).json() == {"café": ["été"]}
+
+
+def test_multipart_with_an_empty_file_input(client_factory: ClientFactory) -> None:
+    # Browsers send a file input left empty as filename="" with no content.
+    app, _ = form_app()
+    body = multipart(file_part("f", "", content_type="application/octet-stream"))
+    with client_factory(app) as client:
+        response = client.post("/", content=body, headers=MULTIPART)
+    assert response.json() == {
+        "f": [{"filename": "", "content_type": "application/octet-stream", "size": 0, "data": ""}]
+    }
+
+
+@pytest.mark.anyio
+async def test_multipart_parser_across_chunk_boundaries() -> None:
+    body = multipart(
+        field("a", b"1\r\n--"),
+        file_part("f", "f.bin", b"\r\n--x\r-\r\n--y" * 3),
+        field("b", b""),
+    )
+    expected = [("a", "1\r\n--"), ("f", ("f.bin", None, 36)), ("b", "")]
+    for size in (1, 2, 3, 5, 7, 64, len(body)):
+        form = await MultiPartParser(b"x", Limits()).parse(chunks_of(body, size))
+        assert describe(form) == expected
+        upload = form["f"]
+        assert isinstance(upload, UploadFile)
+        assert await upload.read() == b"\r\n--x\r-\r\n--y" * 3
+        await form.close()
+
+
+@pytest.mark.anyio
+async def test_multipart_epilogue_and_blank_preamble_are_ignored() -> None:
+    body = b"\r\n\r\n" + multipart(field("a", b"1")) + b"epilogue \r\n--x\r\n garbage"
+    form = await MultiPartParser(b"x", Limits()).parse(chunks_of(body, 3))
+    assert form.multi_items() == [("a", "1")]
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b"", "Malformed multipart body: it is empty"),
+        (b"--x\r\n", "Malformed multipart body: it ends before the closing boundary"),
+        (field("a", b"1"), "Malformed multipart body: it ends before the closing boundary"),
+        (b"preamble\r\n" + multipart(field("a")), "Malformed multipart body: Expected boundary"),
+        (b"--y\r\n" + multipart(field("a")), "Malformed multipart body: Expected boundary"),
+        (b"--xZ\r\n", "Malformed multipart body: Did not find CR at end of boundary"),
+        (b"--x\rZ", "Malformed multipart body: Did not find LF at end of boundary"),
+        (b"--x\r\nNo colon here\r\n\r\n", "Malformed multipart body: Found invalid character"),
+        (b"--x\r\n: empty\r\n\r\n", "Malformed multipart body: Found 0-length header"),
+        (b"--x\r\nA: b\rZ", "Malformed multipart body: Did not find LF character at end of head"),
+        (
+            multipart(part("Content-Type: text/plain", b"1")),
+            "Malformed multipart part: no Content-Disposition header",
+        ),
+        (
+            multipart(part('Content-Disposition: attachment; name="a"')),
+            'Malformed multipart part: expected Content-Disposition: form-data; name="..."',
+        ),
+        (
+            multipart(part('Content-Disposition: form-data; filename="a"')),
+            'Malformed multipart part: expected Content-Disposition: form-data; name="..."',
+        ),
+        (
+            multipart(part('Content-Disposition: form-data; name="a"; name="b"')),
+            "Malformed multipart Content-Disposition: parameter 'name' given twice",
+        ),
+        (
+            multipart(part('Content-Disposition: form-data; name="a')),
+            "Malformed multipart Content-Disposition: unexpected",
+        ),
+    ],
+)
+def test_malformed_multipart_is_a_400(
+    client_factory: ClientFactory, body: bytes, detail: str
+) -> None:
+    app, uploads = form_app()
+    with client_factory(app) as client:
+        response = client.post("/", content=body, headers=MULTIPART)
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith(detail)
+    assert uploads == []
+
+
+@pytest.mark.parametrize(
+    ("content_type", "detail"),
+    [
+        ("multipart/form-data", "Malformed multipart Content-Type: no boundary parameter"),
+        (
+            "multipart/form-data; boundary=",
+            "Malformed multipart Content-Type: no boundary parameter",
+        ),
+        ('multipart/form-data; boundary="', "Malformed Content-Type header: unexpected '\"'"),
+        (
+            "multipart/form-data; boundary=" + "b" * (MAX_BOUNDARY_LENGTH + 1),
+            "Malformed multipart Content-Type: the boundary is 257 characters long, "
+            "the limit is 256",
+        ),
+    ],
+)
+def test_malformed_multipart_content_type_is_a_400(
+    client_factory: ClientFactory, content_type: str, detail: str
+) -> None:
+    app, _ = form_app()
+    with client_factory(app) as client:
+        response = client.post("/", content=b"--x--\r\n", headers={"content-type": content_type})
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith(detail)
+
+
+def test_a_quoted_boundary_of_the_longest_length(client_factory: ClientFactory) -> None:
+    boundary = "'()+_,-./:=? " * 19 + "abcdefghi"
+    assert len(boundary) == MAX_BOUNDARY_LENGTH
+    body = multipart(field("a", b"1")).replace(b"--x", b"--" + boundary.encode())
+    app, _ = form_app()
+    with client_factory(app) as client:
+        content_type = f'multipart/form-data; boundary="{boundary}"'
+        response = client.post("/", content=body, headers={"content-type": content_type})
+    assert response.json() == {"a": ["1"]}
+
+
+# --- media types -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "application/json", "text/plain", "multipart/mixed; boundary=x"]
+)
+def test_other_media_types_are_a_415(
+    client_factory: ClientFactory, content_type: str | None
+) -> None:
+    app, _ = form_app()
+    headers = {} if content_type is None else {"content-type": content_type}
+    with client_factory(app) as client:
+        response = client.post("/", content=b"a=1", headers=headers)
+    assert response.status_code == 415
+    assert response.json()["detail"] == (
+        "Expected a form body with Content-Type: application/x-www-form-urlencoded or "
+        f"multipart/form-data, got {content_type or 'no Content-Type'!r}"
+    )
+
+
+def test_without_strict_content_type_other_media_types_give_an_empty_form(
+    client_factory: ClientFactory,
+) -> None:
+    app = App(strict_content_type=False)
+
+    @app.post("/")
+    async def handler(request: Request) -> dict[str, Any]:
+        form = await request.form()
+        return {"form": len(form), "body": (await request.body()).decode()}
+
+    with client_factory(app) as client:
+        response = client.post("/", content=b"a=1", headers={"content-type": "text/plain"})
+    assert response.json() == {"form": 0, "body": "a=1"}
+
+
+def test_compressed_forms_are_refused(client_factory: ClientFactory) -> None:
+    app, _ = form_app()
+    with client_factory(app) as client:
+        headers = {**URLENCODED, "content-encoding": "identity"}
+        assert client.post("/", content=b"a=1", headers=headers).json() == {"a": ["1"]}
+        for encoding in ("gzip", "br", "Deflate"):
+            headers = {**URLENCODED, "content-encoding": encoding}
+            response = client.post("/", content=b"a=1", headers=headers)
+            assert response.status_code == 415
+            assert response.json()["detail"] == (
+                f"Unsupported Content-Encoding {encoding.lower()!r} for a form body"
+            )
+
+
+# --- Request.form: caching, closing, limits --------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_the_form_is_cached_on_the_scope() -> None:
+    scope = make_scope("application/x-www-form-urlencoded")
+    request = Request(scope, receiver(b"a=1&", b"b=2"))
+    form = await request.form()
+    assert form.multi_items() == [("a", "1"), ("b", "2")]
+    assert await request.form() is form
+    # A second Request over the same scope (a middleware's, then the handler's).
+    assert await Request(scope, receiver()).form() is form
+    assert scope[FORM_KEY] is form
+
+
+@pytest.mark.anyio
+async def test_the_form_reads_a_body_already_read() -> None:
+    scope = make_scope("multipart/form-data; boundary=x")
+    body = multipart(field("a", b"1"))
+    request = Request(scope, receiver(body[:10], body[10:]))
+    assert await request.body() == body
+    form = await Request(scope, receiver()).form()
+    assert form.multi_items() == [("a", "1")]
+
+
+@pytest.mark.anyio
+async def test_form_as_a_context_manager_closes_the_files() -> None:
+    body = multipart(file_part("f", "a.txt", b"data"), field("x", b"1"))
+    request = Request(make_scope("multipart/form-data; boundary=x"), receiver(body))
+    async with request.form() as form:
+        upload = form["f"]
+        assert isinstance(upload, UploadFile)
+        assert await upload.read() == b"data"
+        assert not upload.file.closed
+    assert is_closed(upload)
+    await request.close()  # closing again is harmless
+    assert is_closed(upload)
+
+
+@pytest.mark.anyio
+async def test_close_without_a_form_does_nothing() -> None:
+    request = Request(make_scope(None), receiver())
+    await request.close()
+    assert FORM_KEY not in request.scope
+
+
+@pytest.mark.anyio
+async def test_form_arguments_tighten_the_route_limits() -> None:
+    body = multipart(file_part("a", "1"), file_part("b", "2"), field("c"), field("d", b"12345"))
+    limits = Limits(max_files=1)
+    request = Request(
+        make_scope("multipart/form-data; boundary=x", **{"microasgi.limits": limits}),
+        receiver(body),
+    )
+    with pytest.raises(HTTPException, match=r"limit is 1 \(max_files\)"):
+        await request.form(max_files=5)
+    for kwargs, detail in [
+        ({"max_files": 1}, r"Too many files in the form: the limit is 1 \(max_files\)"),
+        ({"max_fields": 1}, r"Too many fields in the form: the limit is 1 \(max_fields\)"),
+        ({"max_part_size": 4}, r"limit of 4 bytes \(max_part_size\)"),
+    ]:
+        request = Request(make_scope("multipart/form-data; boundary=x"), receiver(body))
+        with pytest.raises(HTTPException, match=detail):
+            await request.form(**kwargs)
+    request = Request(make_scope("multipart/form-data; boundary=x"), receiver(body))
+    form = await request.form(max_files=2, max_fields=2, max_part_size=5)
+    assert describe(form) == [
+        ("a", ("1", None, 0)),
+        ("b", ("2", None, 0)),
+        ("c", ""),
+        ("d", "12345"),
+    ]
+    await request.close()
+
+
+def test_route_limits_apply_to_forms(client_factory: ClientFactory) -> None:
+    app = App(max_fields=2)
+
+    @app.post("/strict", limits=Limits(max_fields=1))
+    async def strict(request: Request) -> dict[str, int]:
+        return {"fields": len(await request.form())}
+
+    @app.post("/loose", limits=Limits(max_fields=3))
+    async def loose(request: Request) -> dict[str, int]:
+        return {"fields": len(await request.form())}
+
+    with client_factory(app) as client:
+        body = b"a=1&b=2&c=3"
+        assert client.post("/loose", content=body, headers=URLENCODED).json() == {"fields": 3}
+        response = client.post("/strict", content=body, headers=URLENCODED)
+        assert response.status_code == 400
+        assert (
+            response.json()["detail"] == "Too many fields in the form: the limit is 1 (max_fields)"
+        )
+
+
+def test_files_are_closed_when_the_request_ends(client_factory: ClientFactory) -> None:
+    app = App()
+    seen: list[tuple[str, bool]] = []
+
+    async def report(upload: UploadFile) -> None:
+        seen.append(("background", upload.file.closed))
+
+    @app.post("/stream")
+    async def stream(request: Request) -> StreamingResponse:
+        upload = (await request.form())["f"]
+        assert isinstance(upload, UploadFile)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            seen.append(("streaming", upload.file.closed))
+            yield await upload.read()
+
+        return StreamingResponse(chunks(), background=BackgroundTask(report, upload))
+
+    failed: list[UploadFile] = []
+
+    @app.post("/fail")
+    async def fail(request: Request) -> None:
+        upload = (await request.form())["f"]
+        assert isinstance(upload, UploadFile)
+        seen.append(("failing", upload.file.closed))
+        failed.append(upload)
+        raise HTTPException(418)
+
+    body = multipart(file_part("f", "a.txt", b"payload"))
+    with client_factory(app) as client:
+        assert client.post("/stream", content=body, headers=MULTIPART).content == b"payload"
+        assert client.post("/fail", content=body, headers=MULTIPART).status_code == 418
+    assert seen == [("streaming", False), ("background", False), ("failing", False)]
+    assert failed[0].file.closed
+
+
+def test_handlers_with_path_params_close_files_too(client_factory: ClientFactory) -> None:
+    app = App()
+    uploads: list[UploadFile] = []
+
+    @app.post("/{kind}")
+    async def handler(request: Request, kind: str) -> list[str]:
+        form = await request.form()
+        uploads.extend(v for v in form.values() if isinstance(v, UploadFile))
+        return [kind, *form]
+
+    with client_factory(app) as client:
+        response = client.post("/k", files={"f": ("a", b"1")}, data={"x": "y"})
+    assert response.json() == ["k", "x", "f"]
+    assert uploads[0].file.closed
+
+
+# --- spooling --------------------------------------------------------------------------------
+
+
+class RecordingFile:
+    """A stand-in for tempfile.TemporaryFile that records the thread of every write."""
+
+    instances: list[RecordingFile] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._file = io.BytesIO()
+        self.write_threads: list[int] = []
+        RecordingFile.instances.append(self)
+
+    def write(self, data: bytes) -> int:
+        self.write_threads.append(threading.get_ident())
+        return self._file.write(data)
+
+    def writelines(self, lines: Iterable[bytes]) -> None:
+        self.write_threads.append(threading.get_ident())
+        self._file.writelines(lines)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+
+@pytest.fixture
+def recording_files(monkeypatch: pytest.MonkeyPatch) -> list[RecordingFile]:
+    """Every file that a SpooledTemporaryFile rolls over to, as a RecordingFile."""
+    RecordingFile.instances = []
+    monkeypatch.setattr(tempfile, "TemporaryFile", RecordingFile)
+    return RecordingFile.instances
+
+
+@pytest.mark.anyio
+async def test_large_files_spool_to_disk_in_worker_threads(
+    recording_files: list[RecordingFile],
+) -> None:
+    small, large = b"s" * 1000, bytes(range(256)) * 20_000  # 5 MB
+    body = multipart(
+        file_part("small", "s"), file_part("large", "l", large), file_part("s2", "s", small)
+    )
+    limits = Limits(spool_max_size=64 * 1024, max_body_size=None)
+    loop_thread = threading.get_ident()
+    form = await MultiPartParser(b"x", limits).parse(chunks_of(body, 16 * 1024))
+    uploads = [form["small"], form["large"], form["s2"]]
+    assert all(isinstance(upload, UploadFile) for upload in uploads)
+    assert [u.size for u in uploads] == [0, len(large), len(small)]  # type: ignore[union-attr]
+    assert [u._in_memory for u in uploads] == [True, False, True]  # type: ignore[union-attr]
+    assert len(recording_files) == 1
+    threads = recording_files[0].write_threads
+    # NOTE: one write for the rollover, then one call per 256 KiB gathered, not per chunk.
+    assert len(large) // _FLUSH_SIZE <= len(threads) <= len(large) // _FLUSH_SIZE + 3
+    assert loop_thread not in threads
+    large_upload = form["large"]
+    assert isinstance(large_upload, UploadFile)
+    assert hashlib.sha256(await large_upload.read()).digest() == hashlib.sha256(large).digest()
+    await form.close()
+
+
+@pytest.mark.anyio
+async def test_spool_max_size_zero_puts_every_file_on_disk(
+    recording_files: list[RecordingFile],
+) -> None:
+    body = multipart(file_part("a", "a", b"1"), file_part("b", "b"), file_part("c", "c", b"22"))
+    form = await MultiPartParser(b"x", Limits(spool_max_size=0)).parse(chunks_of(body, 7))
+    assert [u._in_memory for u in form.values()] == [False, True, False]  # type: ignore[union-attr]
+    assert len(recording_files) == 2
+    assert threading.get_ident() not in recording_files[0].write_threads
+    assert [await u.read() for u in form.values()] == [b"1", b"", b"22"]  # type: ignore[union-attr]
+    await form.close()
+
+
+@pytest.mark.anyio
+async def test_the_files_of_a_form_share_a_memory_budget(
+    recording_files: list[RecordingFile],
+) -> None:
+    # 20 files of 900 bytes, each under spool_max_size, but 8 x 1000 bytes in memory at most.
+    files = [file_part(f"f{i}", f"{i}.txt", b"%03d" % i * 300) for i in range(20)]
+    limits = Limits(spool_max_size=1000)
+    form = await MultiPartParser(b"x", limits).parse(chunks_of(multipart(*files), 4096))
+    uploads = [u for u in form.values() if isinstance(u, UploadFile)]
+    assert [u._in_memory for u in uploads] == [True] * 8 + [False] * 12
+    assert len(recording_files) == 12
+    for i, upload in enumerate(uploads):
+        assert await upload.read() == b"%03d" % i * 300
+    await form.close()
+
+
+# --- failures release what they hold ---------------------------------------------------------
+
+
+class TrackedSpooledFile(tempfile.SpooledTemporaryFile):  # type: ignore[type-arg]
+    instances: list[TrackedSpooledFile] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        TrackedSpooledFile.instances.append(self)
+
+
+@pytest.fixture
+def tracked_files(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[TrackedSpooledFile]]:
+    TrackedSpooledFile.instances = []
+    monkeypatch.setattr(tempfile, "SpooledTemporaryFile", TrackedSpooledFile)
+    yield TrackedSpooledFile.instances
+    assert all(file.closed for file in TrackedSpooledFile.instances)
+
+
+@pytest.mark.anyio
+async def test_a_failed_parse_closes_its_files(tracked_files: list[TrackedSpooledFile]) -> None:
+    big = b"z" * (3 * 1024 * 1024)
+    body = multipart(file_part("a", "a", big), file_part("b", "b", b"1"), field("c", b"x" * 100))
+    request = Request(
+        make_scope(
+            "multipart/form-data; boundary=x",
+            **{"microasgi.limits": Limits(max_part_size=10, max_body_size=None)},
+        ),
+        receiver(*[body[i : i + 65536] for i in range(0, len(body), 65536)]),
+    )
+    with pytest.raises(HTTPException, match="max_part_size"):
+        await request.form()
+    assert len(tracked_files) == 2
+    assert tracked_files[0]._rolled  # type: ignore[attr-defined]
+    assert FORM_KEY not in request.scope
+
+
+@pytest.mark.anyio
+async def test_a_client_disconnect_mid_upload_closes_the_files(
+    tracked_files: list[TrackedSpooledFile],
+) -> None:
+    chunks = [
+        b"--x\r\nContent-Disposition: form-data; name=f; filename=a\r\n\r\n",
+        b"x" * 2_000_000,
+    ]
+
+    async def receive() -> Message:
+        if chunks:
+            return {"type": "http.request", "body": chunks.pop(0), "more_body": True}
+        return {"type": "http.disconnect"}
+
+    request = Request(
+        make_scope(
+            "multipart/form-data; boundary=x", **{"microasgi.limits": Limits(max_body_size=None)}
+        ),
+        receive,
+    )
+    with pytest.raises(ClientDisconnect):
+        await request.form()
+    assert len(tracked_files) == 1
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_parse_closes_the_files(tracked_files: list[TrackedSpooledFile]) -> None:
+    first = b"--x\r\nContent-Disposition: form-data; name=f; filename=a\r\n\r\n" + b"x" * 3_000_000
+    sent = False
+    stalled = anyio.Event()
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": first, "more_body": True}
+        stalled.set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    request = Request(
+        make_scope(
+            "multipart/form-data; boundary=x", **{"microasgi.limits": Limits(max_body_size=None)}
+        ),
+        receive,
+    )
+
+    async def load() -> None:
+        await request.form()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(load)
+        await stalled.wait()
+        group.cancel_scope.cancel()
+    assert len(tracked_files) == 1
+    assert tracked_files[0]._rolled  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+async def test_parse_form_closes_the_stream_it_stops_reading() -> None:
+    closed = []
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            yield b"a=1&b=2&c=3"
+            yield b"never read"
+        finally:
+            closed.append(True)
+
+    headers = Headers({"content-type": "application/x-www-form-urlencoded"})
+    with pytest.raises(HTTPException, match="max_fields"):
+        await parse_form(headers, stream(), Limits(max_fields=2))
+    assert closed == [True]
+
+
+@pytest.mark.anyio
+async def test_parse_form_takes_any_async_iterator() -> None:
+    class Chunks:
+        def __init__(self) -> None:
+            self.items = [b"a=1", b"&b=2"]
+
+        def __aiter__(self) -> Chunks:
+            return self
+
+        async def __anext__(self) -> bytes:
+            if not self.items:
+                raise StopAsyncIteration
+            return self.items.pop(0)
+
+    headers = Headers({"content-type": "application/x-www-form-urlencoded"})
+    form = await parse_form(headers, Chunks(), Limits())
+    assert form.multi_items() == [("a", "1"), ("b", "2")]
+
+
+# --- examples/upload.py ----------------------------------------------------------------------
+
+
+def test_the_upload_example(client_factory: ClientFactory) -> None:
+    from examples.upload import app
+
+    data = bytes(range(256)) * 8000  # 2 MB: spooled to disk on the way
+    with client_factory(app) as client:
+        page = client.get("/")
+        assert page.headers["content-type"].startswith("text/html")
+        assert "xhr.upload.onprogress" in page.text
+        assert client.get("/ping").text == "pong"
+        response = client.post("/upload", files={"file": ("../photo.jpg", data, "image/jpeg")})
+        assert response.json() == {
+            "filename": "photo.jpg",
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+        missing = client.post("/upload", data={"other": "x"})
+        assert missing.status_code == 400
+        assert missing.json() == {"detail": 'Send the file in a form field named "file"'}
+        two = client.post("/upload", files=[("file", ("a", b"1")), ("file", ("b", b"2"))])
+        assert two.json() == {"detail": "Too many files in the form: the limit is 1 (max_files)"}
