@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,8 +43,14 @@ ENDPOINTS = {"plaintext": "/plaintext", "json": "/json", "users": f"/users/{USER
 IO_CONNECTIONS = (256, 1024)
 SERVER_CPU = "0"
 CLIENT_CPU = "1"
+SUBJECT = "microasgi"
+DASH = "\u2013"
+# PERFORMANCE.md: at 256 connections a share of Little's law, at 1024 a floor in req/s.
+IO_TARGETS: dict[int, float] = {256: 0.94, 1024: 10_000}
 
 _RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
+_REQUESTS = re.compile(r"(\d+) requests in")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
 _SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 
@@ -62,10 +68,12 @@ class EndToEndConfig:
 
 @dataclass
 class Figure:
-    """Median requests/s of the runs, or why there is none."""
+    """Median requests/s of the runs (and server CPU per request), or why there is none."""
 
     rps: float | None = None
     runs: list[float] = field(default_factory=list)
+    cpu_us: float | None = None  # median server CPU time per request, µs
+    cpu_runs: list[float] = field(default_factory=list)
     error: str | None = None
     warning: str | None = None  # non-2xx answers or socket errors seen by wrk
 
@@ -159,8 +167,13 @@ def _get(port: int, path: str) -> tuple[int, bytes]:
 
 
 @contextlib.contextmanager
-def running_server(server: str, key: str, factory: str, check_path: str) -> Iterator[int]:
-    """Start a server on a free port, wait until it answers check_path; stop it by PID."""
+def running_server(
+    server: str, key: str, factory: str, check_path: str
+) -> Iterator[tuple[int, int]]:
+    """Start a server on a free port, wait until it answers check_path; stop it by PID.
+
+    Yields the port and the server's process group id.
+    """
     port = free_port()
     command = server_command(server, key, factory, port)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -172,7 +185,7 @@ def running_server(server: str, key: str, factory: str, check_path: str) -> Iter
         )
         try:
             _wait_ready(process, port, check_path, log)
-            yield port
+            yield port, process.pid
         finally:
             _stop(process)
 
@@ -213,8 +226,25 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
-def wrk(port: int, path: str, connections: int, duration: int) -> tuple[float, str | None]:
-    """One wrk run: requests/s, and a warning when wrk saw errors."""
+def server_cpu_seconds(pgid: int) -> float:
+    """User + system CPU time of every live process in the server's process group."""
+    ticks = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        # NOTE: fields after the parenthesised command name: state ppid pgrp ... utime stime
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / CLOCK_TICKS
+
+
+def wrk(port: int, path: str, connections: int, duration: int) -> tuple[float, int, str | None]:
+    """One wrk run: requests/s, requests completed, and a warning when wrk saw errors."""
     command = [
         "taskset",
         "-c",
@@ -240,7 +270,9 @@ def wrk(port: int, path: str, connections: int, duration: int) -> tuple[float, s
     errors = _SOCKET_ERRORS.search(completed.stdout)
     if errors and any(int(n) for n in errors.groups()):
         warnings.append(errors.group(0))
-    return float(match.group(1)), "; ".join(warnings) or None
+    done = _REQUESTS.search(completed.stdout)
+    requests = int(done.group(1)) if done else 0
+    return float(match.group(1)), requests, "; ".join(warnings) or None
 
 
 def _check_bodies(port: int) -> None:
@@ -293,9 +325,12 @@ def _run_factory(
     check_path = todo[0].path
     with contextlib.ExitStack() as stack:
         ports: dict[str, int] = {}
+        groups: dict[str, int] = {}
         for key in keys:
             try:
-                port = stack.enter_context(running_server(server, key, factory, check_path))
+                port, groups[key] = stack.enter_context(
+                    running_server(server, key, factory, check_path)
+                )
                 if factory == "make_app":
                     _check_bodies(port)
             except EndToEndError as exc:
@@ -314,21 +349,26 @@ def _run_factory(
                     if figure.error is not None:
                         continue
                     try:
-                        rps, warning = wrk(
+                        cpu_before = server_cpu_seconds(groups[key])
+                        rps, requests, warning = wrk(
                             port, scenario.path, scenario.connections, config.duration
                         )
+                        cpu = server_cpu_seconds(groups[key]) - cpu_before
                     except (EndToEndError, subprocess.TimeoutExpired) as exc:
                         figure.error = f"{type(exc).__name__}: {exc}"
                         _log(config, f"  {server} {apps.NAMES[key]} {scenario.bench}: {exc}")
                         continue
                     figure.runs.append(rps)
+                    if requests:
+                        figure.cpu_runs.append(cpu / requests * 1e6)
                     if warning:
                         figure.warning = "; ".join(dict.fromkeys([figure.warning or "", warning]))
                         figure.warning = figure.warning.strip("; ")
                     _log(
                         config,
                         f"  {server} run {run + 1}/{config.runs} {scenario.bench} "
-                        f"{apps.NAMES[key]}: {rps:,.0f} req/s {warning or ''}".rstrip(),
+                        f"{apps.NAMES[key]}: {rps:,.0f} req/s, server CPU "
+                        f"{cpu / max(1, requests) * 1e6:.1f} us/request {warning or ''}".rstrip(),
                     )
 
 
@@ -368,6 +408,8 @@ def run_endtoend(config: EndToEndConfig) -> EndToEndResult:
             for figure in per_key.values():
                 if figure.error is None and figure.runs:
                     figure.rps = statistics.median(figure.runs)
+                if figure.error is None and figure.cpu_runs:
+                    figure.cpu_us = statistics.median(figure.cpu_runs)
         result.figures[server] = figures
     result.seconds = time.perf_counter() - started
     return result
@@ -376,34 +418,123 @@ def run_endtoend(config: EndToEndConfig) -> EndToEndResult:
 # --------------------------------------------------------------------------- report
 
 
-def _cell(result: EndToEndResult, server: str, key: str, bench: str, notes: list[str]) -> str:
-    figure = result.figures.get(server, {}).get(key, {}).get(bench)
+def _figure(result: EndToEndResult, server: str, key: str, bench: str) -> Figure | None:
+    return result.figures.get(server, {}).get(key, {}).get(bench)
+
+
+class _Notes:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def ref(self, text: str) -> str:
+        if text not in self.items:
+            self.items.append(text)
+        return f"[{self.items.index(text) + 1}]"
+
+
+def _cell(
+    result: EndToEndResult,
+    server: str,
+    key: str,
+    bench: str,
+    notes: _Notes,
+    value: Callable[[Figure], float | None],
+    fmt: Callable[[float, float | None], str],
+) -> str:
+    figure = _figure(result, server, key, bench)
     if figure is None:
-        return "\u2013"
-    if figure.rps is None:
-        notes.append(f"{result.names[key]} on {server}, {bench}: {figure.error}")
-        return f"error [{len(notes)}]"
-    text = f"{figure.rps:,.0f}"
-    raw = result.figures.get(server, {}).get("raw", {}).get(bench)
-    if key != "raw" and raw is not None and raw.rps:
-        text += f" ({figure.rps / raw.rps:.2f})"
+        return DASH
+    if figure.error is not None or value(figure) is None:
+        why = figure.error or "no figure"
+        return "error " + notes.ref(f"{result.names[key]} on {server}, {bench}: {why}")
+    raw = _figure(result, server, "raw", bench)
+    raw_value = value(raw) if raw is not None and key != "raw" else None
+    text = fmt(value(figure) or 0.0, raw_value)
     if figure.warning:
-        notes.append(f"{result.names[key]} on {server}, {bench}: wrk saw {figure.warning}")
-        text += f" [{len(notes)}]"
+        text += " " + notes.ref(
+            f"{result.names[key]} on {server}, {bench}: wrk saw {figure.warning}"
+        )
     return text
 
 
-def _io_cell(result: EndToEndResult, server: str, key: str, bench: str, notes: list[str]) -> str:
-    figure = result.figures.get(server, {}).get(key, {}).get(bench)
-    if figure is None or figure.rps is None:
-        return _cell(result, server, key, bench, notes)
-    connections = int(bench.split("-")[1])
-    bound = connections / IO_DELAY
-    text = f"{figure.rps:,.0f} ({figure.rps / bound:.0%})"
-    if figure.warning:
-        notes.append(f"{result.names[key]} on {server}, {bench}: wrk saw {figure.warning}")
-        text += f" [{len(notes)}]"
-    return text
+def _rps_text(value: float, raw: float | None) -> str:
+    return f"{value:,.0f}" + (f" ({value / raw:.2f})" if raw else "")
+
+
+def _cpu_text(value: float, raw: float | None) -> str:
+    return f"{value:.1f}" + (f" ({value / raw:.2f}\u00d7)" if raw else "")
+
+
+def _io_text(bench: str) -> Callable[[float, float | None], str]:
+    bound = int(bench.split("-")[1]) / IO_DELAY
+    return lambda value, raw: f"{value:,.0f} ({value / bound:.0%})"
+
+
+def _table(
+    result: EndToEndResult,
+    servers: list[str],
+    benches: list[str],
+    notes: _Notes,
+    value: Callable[[Figure], float | None],
+    fmt: Callable[[str], Callable[[float, float | None], str]],
+) -> list[str]:
+    header = ["framework"] + [f"{s} {b}" for s in servers for b in benches]
+    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+    for key in result.config.frameworks:
+        cells = [_cell(result, s, key, b, notes, value, fmt(b)) for s in servers for b in benches]
+        lines.append("| " + " | ".join([result.names[key], *cells]) + " |")
+    return lines
+
+
+def _rps(result: EndToEndResult, server: str, key: str, bench: str) -> float | None:
+    figure = _figure(result, server, key, bench)
+    return None if figure is None else figure.rps
+
+
+def _spread(result: EndToEndResult) -> float | None:
+    """The largest max/min ratio between the runs of one cell."""
+    spreads = [
+        max(f.runs) / min(f.runs)
+        for per_server in result.figures.values()
+        for per_key in per_server.values()
+        for f in per_key.values()
+        if len(f.runs) > 1 and min(f.runs) > 0
+    ]
+    return max(spreads, default=None)
+
+
+def _targets(result: EndToEndResult, servers: list[str]) -> list[str]:
+    """PERFORMANCE.md's end-to-end targets, computed from this run's medians."""
+    rows = ["| target | goal | measured | result |", "|---|---:|---:|---:|"]
+
+    def add(label: str, goal: str, measured: str | None, ok: bool | None) -> None:
+        verdict = "n/a" if ok is None else ("**pass**" if ok else "**miss**")
+        rows.append(f"| {label} | {goal} | {measured or DASH} | {verdict} |")
+
+    for server in servers:
+        for bench in ENDPOINTS:
+            ours, raw = _rps(result, server, SUBJECT, bench), _rps(result, server, "raw", bench)
+            ratio = None if ours is None or not raw else ours / raw
+            shown = None if ratio is None else f"{ratio:.0%}"
+            add(f"{server} {bench}", "≥ 90% of raw", shown, None if ratio is None else ratio >= 0.9)
+        if not result.config.io:
+            continue
+        for connections, goal in IO_TARGETS.items():
+            rps = _rps(result, server, SUBJECT, f"io-{connections}")
+            label = f"{server} I/O-bound, {connections} connections"
+            if goal < 1:  # a share of Little's law
+                share = None if rps is None else rps / (connections / IO_DELAY)
+                shown = None if share is None else f"{share:.0%}"
+                add(
+                    label,
+                    f"≥ {goal:.0%} of Little's law",
+                    shown,
+                    None if share is None else share >= goal,
+                )
+            else:  # a floor in requests/s
+                shown = None if rps is None else f"{rps:,.0f} req/s"
+                add(label, f"≥ {goal:,.0f} req/s", shown, None if rps is None else rps >= goal)
+    return rows
 
 
 def render(result: EndToEndResult) -> list[str]:
@@ -413,9 +544,9 @@ def render(result: EndToEndResult) -> list[str]:
         "## End to end",
         "",
         f"One worker pinned to CPU {SERVER_CPU}, `wrk -t1 -c{config.connections} "
-        f"-d{config.duration}s` pinned to CPU {CLIENT_CPU}, 127.0.0.1; median requests/s of "
-        f"{config.runs} runs (ratio to raw ASGI on the same server). "
-        f"granian `--interface asgi --loop uvloop`, uvicorn `--loop uvloop --http httptools`.",
+        f"-d{config.duration}s` pinned to CPU {CLIENT_CPU}, 127.0.0.1, {config.runs} runs "
+        "per figure, interleaved across the frameworks. granian `--interface asgi --loop "
+        "uvloop`, uvicorn `--loop uvloop --http httptools`.",
         "",
     ]
     for tool, reason in result.unavailable.items():
@@ -423,30 +554,44 @@ def render(result: EndToEndResult) -> list[str]:
     servers = [s for s in config.servers if s in result.figures]
     if not servers:
         return lines
-    notes: list[str] = []
-    header = ["framework"] + [f"{s} {b}" for s in servers for b in ENDPOINTS]
-    lines += ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
-    for key in config.frameworks:
-        cells = [_cell(result, s, key, b, notes) for s in servers for b in ENDPOINTS]
-        lines.append("| " + " | ".join([result.names[key], *cells]) + " |")
+    spread = _spread(result)
+    if spread is not None:
+        lines += [
+            f"On this machine the runs of one cell differed by up to {spread:.2f}\u00d7 "
+            "(fastest / slowest): read requests/s with that in mind. Server CPU time per "
+            "request does not count time the server spent waiting for the CPU and is the "
+            "steadier comparison.",
+            "",
+        ]
+    notes = _Notes()
+    endpoints = list(ENDPOINTS)
+    lines += ["### Requests/s, median of runs (ratio to raw ASGI)", ""]
+    lines += _table(result, servers, endpoints, notes, lambda f: f.rps, lambda b: _rps_text)
+    lines += ["", "### Requests/s, best of runs (ratio to raw ASGI)", ""]
+    lines += _table(
+        result, servers, endpoints, notes, lambda f: max(f.runs, default=None), lambda b: _rps_text
+    )
+    lines += ["", "### Server CPU time per request, µs, median of runs (ratio to raw ASGI)", ""]
+    lines += _table(result, servers, endpoints, notes, lambda f: f.cpu_us, lambda b: _cpu_text)
     if config.io:
         bounds = ", ".join(f"{c / IO_DELAY:,.0f} req/s at {c}" for c in IO_CONNECTIONS)
+        io_benches = [f"io-{c}" for c in IO_CONNECTIONS]
         lines += [
             "",
             f"### I/O-bound: `GET /io` awaits {IO_DELAY * 1000:.0f} ms",
             "",
-            f"Requests/s and the share of Little's law (connections / latency: {bounds}).",
+            "Requests/s, median of runs, and the share of Little's law (connections / "
+            f"latency: {bounds}); then server CPU time per request.",
             "",
         ]
-        benches = [f"io-{c}" for c in IO_CONNECTIONS]
-        header = ["framework"] + [f"{s} c={b.split('-')[1]}" for s in servers for b in benches]
-        lines += ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
-        for key in config.frameworks:
-            cells = [_io_cell(result, s, key, b, notes) for s in servers for b in benches]
-            lines.append("| " + " | ".join([result.names[key], *cells]) + " |")
-    if notes:
+        lines += _table(result, servers, io_benches, notes, lambda f: f.rps, _io_text)
+        lines.append("")
+        lines += _table(result, servers, io_benches, notes, lambda f: f.cpu_us, lambda b: _cpu_text)
+    if SUBJECT in config.frameworks:
+        lines += ["", f"### End-to-end targets for {SUBJECT}", "", *_targets(result, servers)]
+    if notes.items:
         lines += ["", "Notes:", ""]
-        lines += [f"{i}. {text.replace('|', '/')}" for i, text in enumerate(notes, 1)]
+        lines += [f"{i}. {text.replace('|', '/')}" for i, text in enumerate(notes.items, 1)]
     lines += ["", f"The end-to-end suite took {result.seconds:.0f} s."]
     return lines
 

@@ -1,10 +1,11 @@
 """In-process benchmark: ``await app(scope, receive, send)`` in a tight loop.
 
-Each app is built, its lifespan started (when it speaks the lifespan protocol), and every
-response checked to be exactly right before anything is timed. A round runs N requests
-back to back, each with a fresh shallow copy of a prebuilt scope carrying the headers a
-browser or curl sends; the figure is microseconds per request, best of the rounds and their
-median. WebSocket figures are microseconds per echoed message on one connection.
+Every app is built, its lifespan started (when it speaks the lifespan protocol), and every
+response checked to be exactly right before anything is timed. A timed batch runs N
+requests back to back, each with a fresh shallow copy of a prebuilt scope carrying the
+headers a browser or curl sends. Rounds are interleaved: each round times every benchmark
+of every framework once. The figure is microseconds of process CPU time per request, best
+of the rounds and their median; WebSocket figures are per echoed message on one connection.
 
 Run alone for a quick look (``python benchmarks/inprocess.py --quick``); ``run.py`` turns the
 results into the published Markdown table and chart.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import importlib.metadata
 import statistics
@@ -98,6 +100,7 @@ class Config:
     loops: tuple[str, ...] = LOOPS
     frameworks: tuple[str, ...] = tuple(apps.FRAMEWORKS)
     sections: tuple[str, ...] = SECTIONS
+    clock: str = "cpu"
     verbose: bool = True
 
 
@@ -132,6 +135,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECTION",
         help=f"parts of the suite to run (default all: {' '.join(SECTIONS)})",
     )
+    parser.add_argument(
+        "--clock",
+        choices=("cpu", "wall"),
+        help="cpu: this process's CPU time (default); wall: elapsed time",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
 
@@ -156,6 +164,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         config.frameworks = tuple(key for key in apps.FRAMEWORKS if key in chosen)
     if args.sections:
         config.sections = tuple(args.sections)
+    if args.clock is not None:
+        config.clock = args.clock
     config.verbose = not args.quiet
     return config
 
@@ -359,13 +369,20 @@ async def verify_http(app: App, case: HttpCase, state: dict[str, Any]) -> None:
         _check_response(case, channel.messages)
 
 
-async def _http_batch(app: App, case: HttpCase, state: dict[str, Any], n: int) -> int:
+Clock = Callable[[], int]
+# NOTE: the CPU time of this process by default: on a shared machine, time spent
+# descheduled while another process runs is not the framework's. --clock wall for the other.
+CLOCKS: dict[str, Clock] = {"cpu": time.process_time_ns, "wall": time.perf_counter_ns}
+Batch = Callable[[App, dict[str, Any], int, Clock], Coroutine[Any, Any, int]]
+
+
+async def _http_batch(app: App, case: HttpCase, state: dict[str, Any], n: int, clock: Clock) -> int:
     """Run n requests back to back; nanoseconds taken."""
     base = case.scope()
     channel = HttpChannel(case.request_message())
     receive, send = channel.receive, channel.send
     copy_scope, copy_state = base.copy, state.copy
-    start = time.perf_counter_ns()
+    start = clock()
     for _ in range(n):
         channel.pending = True
         channel.done = False
@@ -374,40 +391,29 @@ async def _http_batch(app: App, case: HttpCase, state: dict[str, Any], n: int) -
         await app(scope, receive, send)
     # NOTE: let callbacks the app scheduled run inside the timed region.
     await asyncio.sleep(0)
-    elapsed = time.perf_counter_ns() - start
+    elapsed = clock() - start
     if not channel.done:
         raise BenchmarkError(f"{case.name}: the last response never completed")
     return elapsed
 
 
-def _per_round(config: Config, seconds_per_item: float) -> int:
-    if seconds_per_item <= 0:
-        return config.requests
-    fit = int(config.max_round_seconds / seconds_per_item)
-    return max(config.min_requests, min(config.requests, fit))
+@dataclass(frozen=True)
+class Bench:
+    """One benchmark: how to check an app's answers and how to time n requests."""
+
+    name: str
+    verify: Callable[[App, dict[str, Any]], Coroutine[Any, Any, None]]
+    batch: Batch
 
 
-async def _measure(config: Config, batch: Callable[[int], Coroutine[Any, Any, int]]) -> Measurement:
-    calibration = max(20, config.min_requests // 5)
-    await batch(calibration)  # warm up caches and the specialising interpreter
-    elapsed = await batch(calibration)
-    n = _per_round(config, elapsed / 1e9 / calibration)
-    await batch(max(1, n // 10))
-    figures = []
-    for _ in range(config.rounds):
-        gc.collect()
-        elapsed = await batch(n)
-        figures.append(elapsed / 1e3 / n)
-    return Measurement(min(figures), statistics.median(figures), config.rounds, n)
+def http_bench(case: HttpCase, name: str | None = None) -> Bench:
+    async def verify(app: App, state: dict[str, Any]) -> None:
+        await verify_http(app, case, state)
 
+    async def batch(app: App, state: dict[str, Any], n: int, clock: Clock) -> int:
+        return await _http_batch(app, case, state, n, clock)
 
-async def measure_http(
-    config: Config, app: App, case: HttpCase, state: dict[str, Any]
-) -> Measurement:
-    await verify_http(app, case, state)
-    measurement = await _measure(config, lambda n: _http_batch(app, case, state, n))
-    await verify_http(app, case, state)
-    return measurement
+    return Bench(name or case.name, verify, batch)
 
 
 # --------------------------------------------------------------------------- WebSocket
@@ -444,6 +450,7 @@ class WsChannel:
 
     __slots__ = (
         "calls",
+        "clock",
         "last",
         "message",
         "n",
@@ -455,8 +462,9 @@ class WsChannel:
         "waiter",
     )
 
-    def __init__(self, n: int, record: bool = False) -> None:
+    def __init__(self, n: int, clock: Clock, record: bool = False) -> None:
         self.n = n
+        self.clock = clock
         self.calls = 0
         self.sent = 0
         self.t0 = self.t1 = 0
@@ -472,7 +480,7 @@ class WsChannel:
             return _WS_CONNECT
         if calls <= self.n + 1:
             if calls == 2:
-                self.t0 = time.perf_counter_ns()
+                self.t0 = self.clock()
             return self.message
         if calls > self.n + 10:
             raise BenchmarkError("ws: the app keeps calling receive() after the disconnect")
@@ -487,7 +495,7 @@ class WsChannel:
             self.last = message
             self.sent += 1
             if self.sent == self.n:
-                self.t1 = time.perf_counter_ns()
+                self.t1 = self.clock()
                 if self.waiter is not None and not self.waiter.done():
                     self.waiter.set_result(None)
             if self.record is not None:
@@ -496,8 +504,10 @@ class WsChannel:
             self.other.append(message)
 
 
-async def _ws_connection(app: App, state: dict[str, Any], n: int, record: bool) -> WsChannel:
-    channel = WsChannel(n, record)
+async def _ws_connection(
+    app: App, state: dict[str, Any], n: int, clock: Clock, record: bool
+) -> WsChannel:
+    channel = WsChannel(n, clock, record)
     scope = ws_scope()
     scope["state"] = state.copy()
     await asyncio.wait_for(app(scope, channel.receive, channel.send), 60)
@@ -509,20 +519,18 @@ async def _ws_connection(app: App, state: dict[str, Any], n: int, record: bool) 
 
 
 async def verify_ws(app: App, state: dict[str, Any]) -> None:
-    channel = await _ws_connection(app, state, 3, record=True)
+    channel = await _ws_connection(app, state, 3, time.perf_counter_ns, record=True)
     texts = [m.get("text") for m in channel.record or ()]
     if texts != [WS_TEXT] * 3:
         raise BenchmarkError(f"ws: echoes {texts!r}, not {[WS_TEXT] * 3!r}")
 
 
-async def measure_ws(config: Config, app: App, state: dict[str, Any]) -> Measurement:
-    await verify_ws(app, state)
+async def _ws_batch(app: App, state: dict[str, Any], n: int, clock: Clock) -> int:
+    channel = await _ws_connection(app, state, n, clock, record=False)
+    return channel.t1 - channel.t0
 
-    async def batch(n: int) -> int:
-        channel = await _ws_connection(app, state, n, record=False)
-        return channel.t1 - channel.t0
 
-    return await _measure(config, batch)
+WS = Bench(WS_BENCH, verify_ws, _ws_batch)
 
 
 # --------------------------------------------------------------------------- lifespan
@@ -535,6 +543,7 @@ class Lifespan:
         self.app = app
         self.state: dict[str, Any] = {}
         self.supported = False
+        self.declined: BaseException | None = None  # what the app raised on the lifespan scope
         self._task: asyncio.Task[None] | None = None
         self._startup_sent = False
         self._stop = asyncio.Event()
@@ -573,7 +582,7 @@ class Lifespan:
         elif self._task in done:
             # NOTE: returning or raising on a lifespan scope means "no lifespan" (ASGI spec).
             if not self._task.cancelled():
-                self._task.exception()
+                self.declined = self._task.exception()
         else:
             raise BenchmarkError("lifespan startup did not finish within 60 s")
         return self.state
@@ -614,88 +623,167 @@ def framework_info(key: str) -> FrameworkInfo:
     return FrameworkInfo(key, module.NAME, version)
 
 
-async def _with_app(
+@dataclass
+class Job:
+    """One benchmark of one app, prepared (verified, round size chosen) and its figures."""
+
+    framework: str
+    bench: Bench
+    app: App
+    state: dict[str, Any]
+    n: int = 0
+    figures: list[float] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class AppSpec:
+    framework: str
+    label: str  # for progress lines
+    factory: Callable[[], Any]
+    benches: list[Bench]
+
+
+def app_specs(config: Config, key: str) -> list[AppSpec]:
+    """The apps to build for one framework and the benchmarks each one runs."""
+    module = apps.load(key)
+    specs = []
+    main = []
+    if "endpoints" in config.sections:
+        main += [http_bench(HTTP_CASES[name]) for name in ENDPOINTS]
+    if "ws" in config.sections:
+        main.append(WS)
+    if main:
+        specs.append(AppSpec(key, module.NAME, module.make_app, main))
+    if "routing" in config.sections:
+        for n in ROUTING_SIZES:
+            factory = functools.partial(module.make_routing_app, n)
+            bench = http_bench(routing_case(n))
+            specs.append(AppSpec(key, f"{module.NAME} ({n} routes)", factory, [bench]))
+    if "middleware" in config.sections and hasattr(module, "make_middleware_app"):
+        for kind in apps.MIDDLEWARE_KINDS:
+            factory = functools.partial(module.make_middleware_app, kind)
+            bench = http_bench(HTTP_CASES["plaintext"], f"mw-{kind}")
+            specs.append(AppSpec(key, f"{module.NAME} (middleware {kind})", factory, [bench]))
+    return specs
+
+
+def _round_size(config: Config, seconds_per_item: float) -> int:
+    if seconds_per_item <= 0:
+        return config.requests
+    fit = int(config.max_round_seconds / seconds_per_item)
+    return max(config.min_requests, min(config.requests, fit))
+
+
+async def _prepare(
     config: Config,
-    label: str,
-    factory: Callable[[], Any],
-    benches: dict[str, Callable[[App, dict[str, Any]], Coroutine[Any, Any, Measurement]]],
-) -> dict[str, Cell]:
-    """Build one app, start it, run the given benchmarks on it, stop it."""
-    cells: dict[str, Cell] = {}
+    spec: AppSpec,
+    clock: Clock,
+    cells: dict[str, Cell],
+    lifespans: list[Lifespan],
+) -> list[Job]:
+    """Build and start one app, check each benchmark's answers, choose its round size."""
     try:
-        app = factory()
+        app = spec.factory()
         lifespan = Lifespan(app)
         state = await lifespan.startup()
     except Exception as exc:
         error = f"unavailable: {describe_error(exc)}"
-        _log(config, f"  {label} {', '.join(benches)}: {error}")
-        return dict.fromkeys(benches, Cell(error=error))
-    try:
-        for bench, run in benches.items():
-            try:
-                measurement = await run(app, state)
-            except Exception as exc:
-                cells[bench] = Cell(error=describe_error(exc))
-                _log(config, f"  {label} {bench}: FAILED {cells[bench].error}")
-            else:
-                cells[bench] = Cell(measurement)
-                _log(
-                    config,
-                    f"  {label} {bench}: {measurement.best:.2f} us best, "
-                    f"{measurement.median:.2f} median "
-                    f"({measurement.rounds}x{measurement.per_round})",
-                )
-    finally:
+        _log(config, f"  {spec.label}: {error}")
+        for bench in spec.benches:
+            cells[bench.name] = Cell(error=error)
+        return []
+    lifespans.append(lifespan)
+    if lifespan.declined is not None:
+        _log(config, f"  {spec.label}: no lifespan ({describe_error(lifespan.declined)})")
+    jobs = []
+    calibration = max(20, config.min_requests // 5)
+    for bench in spec.benches:
         try:
-            await lifespan.shutdown()
+            await bench.verify(app, state)
+            await bench.batch(app, state, calibration, clock)  # warm-up
+            elapsed = await bench.batch(app, state, calibration, clock)
         except Exception as exc:
-            _log(config, f"  {label}: lifespan shutdown failed: {describe_error(exc)}")
-    return cells
+            cells[bench.name] = Cell(error=describe_error(exc))
+            _log(config, f"  {spec.label} {bench.name}: FAILED {cells[bench.name].error}")
+            continue
+        n = _round_size(config, elapsed / 1e9 / calibration)
+        jobs.append(Job(spec.framework, bench, app, state, n))
+    return jobs
 
 
-def _http_bench(
-    config: Config, case: HttpCase
-) -> Callable[[App, dict[str, Any]], Coroutine[Any, Any, Measurement]]:
-    return lambda app, state: measure_http(config, app, case, state)
+async def _run_rounds(config: Config, jobs: list[Job], clock: Clock, loop_name: str) -> None:
+    """Time every job once per round, round after round.
+
+    NOTE: interleaved, so that a busy spell on the shared machine lands on a few rounds
+    of many jobs rather than on every round of one job; the order rotates each round.
+    """
+    for r in range(config.rounds):
+        started = time.perf_counter()
+        shift = r % max(1, len(jobs))
+        for job in jobs[shift:] + jobs[:shift]:
+            if job.error is not None:
+                continue
+            try:
+                # NOTE: a short warm-up: the previous job left other code in the caches.
+                await job.bench.batch(job.app, job.state, max(1, job.n // 10), clock)
+                gc.collect()
+                elapsed = await job.bench.batch(job.app, job.state, job.n, clock)
+            except Exception as exc:
+                job.error = describe_error(exc)
+                continue
+            job.figures.append(elapsed / 1e3 / job.n)
+        took = time.perf_counter() - started
+        _log(config, f"[{loop_name}] round {r + 1}/{config.rounds}: {took:.1f} s")
 
 
-async def run_framework(config: Config, key: str) -> dict[str, Cell]:
-    """Every benchmark of one framework on the running loop."""
-    module = apps.load(key)
-    label = module.NAME
-    cells: dict[str, Cell] = {}
-    main: dict[str, Callable[[App, dict[str, Any]], Coroutine[Any, Any, Measurement]]] = {}
-    if "endpoints" in config.sections:
-        main.update({name: _http_bench(config, HTTP_CASES[name]) for name in ENDPOINTS})
-    if "ws" in config.sections:
-        main[WS_BENCH] = lambda app, state: measure_ws(config, app, state)
-    if main:
-        cells.update(await _with_app(config, label, module.make_app, main))
-    if "routing" in config.sections:
-        for n in ROUTING_SIZES:
-            bench = {f"routing-{n}": _http_bench(config, routing_case(n))}
-            cells.update(
-                await _with_app(config, label, lambda n=n: module.make_routing_app(n), bench)
-            )
-    if "middleware" in config.sections and hasattr(module, "make_middleware_app"):
-        for kind in apps.MIDDLEWARE_KINDS:
-            bench = {f"mw-{kind}": _http_bench(config, HTTP_CASES["plaintext"])}
-            cells.update(
-                await _with_app(
-                    config, label, lambda kind=kind: module.make_middleware_app(kind), bench
-                )
-            )
-    return cells
+async def _finish(config: Config, job: Job, cells: dict[str, Cell]) -> None:
+    """Check the answers once more, then turn the job's figures into a cell."""
+    name = job.bench.name
+    if job.error is None:
+        try:
+            await job.bench.verify(job.app, job.state)
+        except Exception as exc:
+            job.error = describe_error(exc)
+    label = f"  {apps.NAMES[job.framework]} {name}"
+    if job.error is not None or not job.figures:
+        cells[name] = Cell(error=job.error or "no figures")
+        _log(config, f"{label}: FAILED {cells[name].error}")
+        return
+    figures = job.figures
+    m = Measurement(min(figures), statistics.median(figures), len(figures), job.n)
+    cells[name] = Cell(m)
+    _log(config, f"{label}: {m.best:.2f} us best, {m.median:.2f} median ({m.rounds}x{job.n})")
 
 
 async def _run_loop(config: Config, result: SuiteResult, loop_name: str) -> None:
+    clock = CLOCKS[config.clock]
     per_loop = result.cells.setdefault(loop_name, {})
-    for key in config.frameworks:
-        info = result.frameworks[key]
-        if info.error is not None:
-            continue
-        _log(config, f"[{loop_name}] {info.name} {info.version}".rstrip())
-        per_loop[key] = await run_framework(config, key)
+    lifespans: list[Lifespan] = []
+    jobs: list[Job] = []
+    try:
+        for key in config.frameworks:
+            info = result.frameworks[key]
+            if info.error is not None:
+                continue
+            _log(config, f"[{loop_name}] preparing {info.name} {info.version}".rstrip())
+            cells = per_loop.setdefault(key, {})
+            for spec in app_specs(config, key):
+                jobs += await _prepare(config, spec, clock, cells, lifespans)
+        # PERF: every app stays alive for the whole run; frozen out of the collector so
+        # that no app pays, in its collections, for the heap of the others.
+        gc.collect()
+        gc.freeze()
+        await _run_rounds(config, jobs, clock, loop_name)
+        for job in jobs:
+            await _finish(config, job, per_loop[job.framework])
+    finally:
+        for lifespan in lifespans:
+            try:
+                await lifespan.shutdown()
+            except Exception as exc:
+                _log(config, f"  lifespan shutdown failed: {describe_error(exc)}")
+        gc.unfreeze()
 
 
 def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:

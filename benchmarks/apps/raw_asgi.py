@@ -107,6 +107,8 @@ def make_routing_app(n: int) -> Callable[[Scope, Receive, Send], Awaitable[None]
     table = {f"r{i}": handler for i in range(n)}
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return  # NOTE: no lifespan, no WebSocket
         match = _split_route(scope["path"])
         if match is not None and match[0] in table:
             await table[match[0]](send, match[1], match[2])
