@@ -8,12 +8,11 @@ sends a request path exactly as given, so encoded traversal probes reach the ser
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from microasgi.requests import Request
 from microasgi.responses import PlainTextResponse, Response
 from microasgi.sse import EventSourceResponse, ServerSentEvent
 from microasgi.staticfiles import FileResponse, StaticFiles
+from tests.integration import servers
 from tests.support import free_port
 
 pytestmark = pytest.mark.integration
@@ -119,59 +119,17 @@ def create_app() -> App:
 # --- the servers -------------------------------------------------------------------------------
 
 
-class ServerProcess:
-    """One server subprocess on a free port, its stderr kept in a file."""
+class FilesServer:
+    """A running server of ``create_app``, with its state and output at hand."""
 
-    def __init__(self, argv: Callable[[int], list[str]], files: Path, log: Path) -> None:
-        self.log = log
-        python_path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-        env = {**os.environ, FILES_ENV: str(files), "PYTHONPATH": python_path}
-        # NOTE: a free port can be taken by another process before the server binds it;
-        # a server that exits at once is tried again on another port.
-        for _attempt in range(3):
-            self.port = free_port()
-            self.base_url = f"http://{HOST}:{self.port}"
-            self._stderr = log.open("wb")
-            self.process = subprocess.Popen(
-                [sys.executable, *argv(self.port)],
-                cwd=ROOT,
-                env=env,
-                stdout=self._stderr,
-                stderr=subprocess.STDOUT,
-            )
-            deadline = time.monotonic() + 20
-            while not self._ready() and self.process.poll() is None:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    pytest.fail(f"{argv(self.port)[:3]} did not answer in 20 s:\n{self.output()}")
-                time.sleep(0.05)
-            if self.process.poll() is None:
-                return
-            self.stop()
-        pytest.fail(f"{argv(self.port)[:3]} exited at start:\n{self.output()}")
-
-    def _ready(self) -> bool:
-        try:
-            return httpx.get(f"{self.base_url}/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
+    def __init__(self, running: servers.ServerProcess) -> None:
+        self.port = running.port
+        self.base_url = running.url
+        self.output = running.log_text
 
     def state(self) -> dict[str, Any]:
         result: dict[str, Any] = httpx.get(f"{self.base_url}/state", timeout=5).json()
         return result
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._stderr.close()
 
 
 SERVERS: dict[str, Callable[[int], list[str]]] = {
@@ -200,24 +158,27 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def servers(files: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    started: dict[str, ServerProcess] = {}
+def started(files: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    running: dict[str, FilesServer] = {}
+    with contextlib.ExitStack() as stack:
 
-    def get(name: str) -> ServerProcess:
-        if name not in started:
-            pytest.importorskip(name)
-            log = tmp_path_factory.mktemp("logs") / f"{name}.log"
-            started[name] = ServerProcess(SERVERS[name], files, log)
-        return started[name]
+        def get(name: str) -> FilesServer:
+            if name not in running:
+                servers.require_module(name)
+                log = tmp_path_factory.mktemp("logs") / f"{name}.log"
+                port = free_port()
+                server = servers.serve(
+                    SERVERS[name](port), log, port=port, env={FILES_ENV: str(files)}
+                )
+                running[name] = FilesServer(stack.enter_context(server))
+            return running[name]
 
-    yield {"get": get}
-    for server in started.values():
-        server.stop()
+        yield {"get": get}
 
 
 @pytest.fixture
-def uvicorn(servers: dict[str, Any]) -> ServerProcess:
-    server: ServerProcess = servers["get"]("uvicorn")
+def uvicorn(started: dict[str, Any]) -> FilesServer:
+    server: FilesServer = started["get"]("uvicorn")
     return server
 
 
@@ -236,9 +197,9 @@ def wait_for(condition: Callable[[], bool], seconds: float = 10) -> bool:
 @pytest.mark.parametrize("server_name", ["uvicorn", "granian"])
 @pytest.mark.parametrize("path", ["/static/big.bin", "/download"])
 def test_a_download_resumed_in_two_halves_matches_the_hash(
-    servers: dict[str, Any], files: Path, server_name: str, path: str
+    started: dict[str, Any], files: Path, server_name: str, path: str
 ) -> None:
-    server: ServerProcess = servers["get"](server_name)
+    server: FilesServer = started["get"](server_name)
     expected = hashlib.sha256((files / "static" / "big.bin").read_bytes()).hexdigest()
     with httpx.Client(base_url=server.base_url, timeout=30) as client:
         # The first attempt is cut off once about half the file has arrived.
@@ -269,7 +230,7 @@ def test_a_download_resumed_in_two_halves_matches_the_hash(
         assert offered and all(offered) == (server_name == "granian")
 
 
-def test_conditional_requests_and_ranges_over_the_wire(uvicorn: ServerProcess) -> None:
+def test_conditional_requests_and_ranges_over_the_wire(uvicorn: FilesServer) -> None:
     with httpx.Client(base_url=uvicorn.base_url, timeout=30) as client:
         full = client.get("/static/hello.txt")
         cached = client.get("/static/hello.txt", headers={"if-none-match": full.headers["etag"]})
@@ -311,9 +272,7 @@ PROBES = [
 
 
 @pytest.mark.parametrize("probe", PROBES)
-def test_traversal_probes_sent_verbatim_get_the_same_404(
-    uvicorn: ServerProcess, probe: str
-) -> None:
+def test_traversal_probes_sent_verbatim_get_the_same_404(uvicorn: FilesServer, probe: str) -> None:
     def get(path: str) -> tuple[int, bytes]:
         connection = http.client.HTTPConnection(HOST, uvicorn.port, timeout=10)
         try:
@@ -355,7 +314,7 @@ def read_events(lines: Iterator[str], count: int) -> list[dict[str, Any]]:
     return events
 
 
-def test_an_event_stream_read_line_by_line(uvicorn: ServerProcess) -> None:
+def test_an_event_stream_read_line_by_line(uvicorn: FilesServer) -> None:
     with httpx.Client(base_url=uvicorn.base_url, timeout=30) as client:
         with client.stream(
             "GET", "/sse?key=lines&count=3&gap=0.3", headers={"last-event-id": "41"}
@@ -376,7 +335,7 @@ def test_an_event_stream_read_line_by_line(uvicorn: ServerProcess) -> None:
     assert wait_for(lambda: uvicorn.state()["sse"]["lines"] == "finished")
 
 
-def test_pings_reach_the_client(uvicorn: ServerProcess) -> None:
+def test_pings_reach_the_client(uvicorn: FilesServer) -> None:
     with httpx.Client(base_url=uvicorn.base_url, timeout=30) as client:
         with client.stream("GET", "/sse?key=pings&count=2&gap=0.5&ping=0.1") as response:
             lines = list(response.iter_lines())
@@ -384,7 +343,7 @@ def test_pings_reach_the_client(uvicorn: ServerProcess) -> None:
     assert read_events(iter(lines), 2)[1]["id"] == "1"
 
 
-def test_a_client_that_leaves_stops_the_generator(uvicorn: ServerProcess) -> None:
+def test_a_client_that_leaves_stops_the_generator(uvicorn: FilesServer) -> None:
     with httpx.Client(base_url=uvicorn.base_url, timeout=30) as client:
         with client.stream("GET", "/sse?key=leaver&count=100000&gap=0.05&ping=0") as response:
             assert len(read_events(response.iter_lines(), 2)) == 2
@@ -394,7 +353,7 @@ def test_a_client_that_leaves_stops_the_generator(uvicorn: ServerProcess) -> Non
 # --- background tasks ---------------------------------------------------------------------------
 
 
-def test_the_client_has_the_response_before_the_task_ends(uvicorn: ServerProcess) -> None:
+def test_the_client_has_the_response_before_the_task_ends(uvicorn: FilesServer) -> None:
     with httpx.Client(base_url=uvicorn.base_url, timeout=30) as client:
         response = client.get("/slow-task?key=one")
         assert response.content == b"x" * 100_000
@@ -403,7 +362,7 @@ def test_the_client_has_the_response_before_the_task_ends(uvicorn: ServerProcess
     assert wait_for(lambda: uvicorn.state()["tasks"]["one"] == "done")
 
 
-def test_a_failing_task_is_logged_once_by_microasgi(uvicorn: ServerProcess) -> None:
+def test_a_failing_task_is_logged_once_by_microasgi(uvicorn: FilesServer) -> None:
     response = httpx.get(f"{uvicorn.base_url}/boom-task", timeout=10)
     assert (response.status_code, response.text) == (200, "whole body")
     marker = "Unhandled TaskFailed in GET /boom-task"
@@ -418,6 +377,6 @@ def test_a_failing_task_is_logged_once_by_microasgi(uvicorn: ServerProcess) -> N
     assert httpx.get(f"{uvicorn.base_url}/health", timeout=10).text == "ok"
 
 
-def test_no_unexpected_server_errors(uvicorn: ServerProcess) -> None:
+def test_no_unexpected_server_errors(uvicorn: FilesServer) -> None:
     httpx.get(f"{uvicorn.base_url}/static/hello.txt", timeout=10)
     assert not re.search(r"Exception in ASGI application|RuntimeError", uvicorn.output())

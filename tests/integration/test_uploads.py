@@ -12,7 +12,6 @@ import hashlib
 import os
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,11 +21,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.integration.servers import require_module, serve, server_argv
 from tests.support import free_port
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 MiB = 1024 * 1024
 UPLOAD_MIB = 200
 RSS_GROWTH_LIMIT = 64 * MiB
@@ -58,54 +57,13 @@ class Server:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    pytest.importorskip("uvicorn")
+    require_module("uvicorn")
     if not Path("/proc/self/status").exists():
         pytest.skip("needs /proc to measure the server's memory")
     port = free_port()
-    log = tmp_path / "server.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "examples.upload:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
-            cwd=ROOT,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(process, url, log)
-        yield Server(process, url, log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_until_up(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"uvicorn exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/ping", timeout=1).text == "pong":
-                return
-        except httpx.TransportError:
-            time.sleep(0.05)
-    pytest.fail(f"uvicorn did not answer within 20 s:\n{log.read_text()}")
+    argv = [*server_argv("uvicorn", "examples.upload:app", port), "--no-access-log"]
+    with serve(argv, tmp_path / "server.log", port=port) as running:
+        yield Server(running.process, running.url, running.log)
 
 
 class Upload:

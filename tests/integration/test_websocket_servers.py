@@ -8,12 +8,7 @@ as a table, which ``test_docs_table_matches`` keeps in step with ``SERVERS``.
 
 from __future__ import annotations
 
-import importlib
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,23 +20,14 @@ import httpx
 import pytest
 
 from tests.integration import ws_app
-from tests.support import IN_CI, free_port
+from tests.integration.servers import HOST, ROOT, require_module, serve
+from tests.support import free_port
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.integration.ws_app:app"
-HOST = "127.0.0.1"
 DROPPED = 1006  # no close frame: the TCP connection just ended
 NO_STATUS = 1005  # a close frame without a code
-
-
-def require_module(name: str) -> None:
-    """Import a module the suite needs: in CI a missing one fails instead of skipping."""
-    if IN_CI:
-        importlib.import_module(name)
-    else:
-        pytest.importorskip(name)
 
 
 require_module("websockets")
@@ -168,30 +154,6 @@ class Running:
         return self.log.read_text(errors="replace")
 
 
-def _wait_until_listening(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            socket.create_connection((HOST, port), timeout=0.2).close()
-        except OSError:
-            time.sleep(0.05)
-        else:
-            return
-    pytest.fail(f"the server did not listen on {HOST}:{port} within 30 s:\n{log.read_text()}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        # NOTE: the server runs in its own session, so this also ends granian's workers.
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
 @pytest.fixture(scope="module", params=SERVERS, ids=lambda spec: spec.name)
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -201,21 +163,8 @@ def server(
         require_module(module)
     port = free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, *spec.argv(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        _wait_until_listening(process, port, log)
-        yield Running(spec, port, log)
-    finally:
-        _stop(process)
+    with serve(spec.argv(port), log, port=port) as process:
+        yield Running(spec, process.port, process.log)
 
 
 def closed_by_server(ws: ClientConnection) -> tuple[int, str]:
