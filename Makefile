@@ -12,14 +12,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## demo: install and serve the showcase example on http://127.0.0.1:8000
+## demo: install and serve the showcase chat on http://127.0.0.1:8000 (rooms in memory)
 demo: $(STAMP)
-	$(PY) -m microasgi run examples.hello:app --host 127.0.0.1 --port 8000
+	REDIS_URL= $(PY) -m microasgi run examples.chat.app:app --host 127.0.0.1 --port 8000
 
-## services: system packages the test suite needs (Redis; Chromium for browser tests)
+## services: system packages the test suite needs (Redis; Chromium for the browser test)
 services:
 	@command -v redis-server >/dev/null 2>&1 || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
@@ -47,6 +49,7 @@ test: $(STAMP) services lint typecheck docs pytest
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) benchmarks/run.py --output docs/benchmarks.md
+	$(PY) benchmarks/fanout.py --output docs/fanout.md
 
 clean:
 	rm -rf $(VENV) site .coverage .mypy_cache .ruff_cache

@@ -269,6 +269,10 @@ class WebSocket(HTTPConnection):
         state = self.application_state
         message_type = message["type"]
         if state is _DISCONNECTED:
+            if self.client_state is _DISCONNECTED:
+                # NOTE: the client is gone; every sender (several tasks may share the
+                # socket) learns it the same way.
+                raise WebSocketDisconnect(CLOSE_ABNORMAL)
             raise RuntimeError(
                 f'Cannot send "{message_type}": the application already closed the '
                 "connection (or answered the handshake with a response)"
@@ -314,6 +318,7 @@ class WebSocket(HTTPConnection):
         # NOTE: ASGI servers raise an OSError (uvicorn's ClientDisconnected, ...) when
         # the client is gone; for the handler that is a disconnect.
         self.application_state = _DISCONNECTED
+        self.client_state = _DISCONNECTED
         raise WebSocketDisconnect(CLOSE_ABNORMAL) from None
 
     async def accept(
@@ -559,9 +564,23 @@ def build_websocket_endpoint(func: Callable[..., Any], param_names: tuple[str, .
                 await func(**kwargs)
         except WebSocketDisconnect:
             return
+        except Exception as exc:
+            # NOTE: a disconnect seen by several tasks of a task group arrives grouped;
+            # it is still the client going away, not an error.
+            if _only_disconnects(exc):
+                return
+            raise
         await close_quietly(websocket, CLOSE_NORMAL, "")
 
     return app
+
+
+def _only_disconnects(exc: BaseException) -> bool:
+    """True for a WebSocketDisconnect, or an exception group holding only those."""
+    group = getattr(exc, "exceptions", None)
+    if group is None:
+        return isinstance(exc, WebSocketDisconnect)
+    return all(_only_disconnects(inner) for inner in group)
 
 
 def connection_of(scope: Scope, receive: Receive, send: Send) -> WebSocket:

@@ -1474,3 +1474,54 @@ def test_exception_is_logged_once_under_the_test_client(
             ws.send_text("go")
             ws.receive()
     assert len(error_records(caplog)) == 1
+
+
+@pytest.mark.anyio
+async def test_every_send_after_the_client_left_is_a_disconnect(anyio_backend: str) -> None:
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        for _ in range(2):
+            with pytest.raises(WebSocketDisconnect) as info:
+                await ws.send_text("x")
+            assert info.value.code == 1006
+        with pytest.raises(WebSocketDisconnect):
+            await ws.send_json({"a": 1})
+
+    await run_endpoint(handler, Server(fail_send=("websocket.send",)))
+
+
+@pytest.mark.anyio
+async def test_disconnects_grouped_by_a_task_group_end_the_handler(anyio_backend: str) -> None:
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+
+        async def leave() -> None:
+            raise WebSocketDisconnect(1001)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(leave)
+            tg.start_soon(leave)
+
+    server = Server()
+    await run_endpoint(handler, server)
+    assert server.sent[-1]["type"] == "websocket.accept"
+
+
+@pytest.mark.anyio
+async def test_other_grouped_errors_still_fail(anyio_backend: str) -> None:
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+
+        async def leave() -> None:
+            raise WebSocketDisconnect(1001)
+
+        async def fail() -> None:
+            raise KeyError("k")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(leave)
+            tg.start_soon(fail)
+
+    server = Server()
+    await run_endpoint(handler, server)
+    assert server.sent[-1]["code"] == 1011
