@@ -264,6 +264,19 @@ class App:
         self._check_setup("add_middleware()")
         self.user_middleware.append(Middleware(cls, *args, **options))
 
+    def middleware(self, kind: str) -> Callable[[HandlerT], HandlerT]:
+        """Add the decorated ``async def mw(request, call_next)`` as HTTP middleware."""
+        from .middleware.http import HTTPMiddleware
+
+        if kind != "http":
+            raise ValueError(f'app.middleware() accepts the kind "http" only, not {kind!r}')
+
+        def decorator(func: HandlerT) -> HandlerT:
+            self.add_middleware(HTTPMiddleware, dispatch=func)
+            return func
+
+        return decorator
+
     def add_exception_handler(
         self, key: int | type[BaseException], handler: ExceptionHandler
     ) -> None:

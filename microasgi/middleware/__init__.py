@@ -7,7 +7,32 @@ from typing import Any
 
 from microasgi.types import ASGIApp
 
-__all__ = ["Middleware"]
+from .cors import CORSMiddleware
+from .csrf import CSRFMiddleware
+from .gzip import CompressionMiddleware, GZipMiddleware
+from .http import HTTPMiddleware
+from .httpsredirect import HTTPSRedirectMiddleware
+from .proxyheaders import ProxyHeadersMiddleware
+from .requestid import RequestIDFilter, RequestIDMiddleware
+from .sessions import SessionMiddleware
+from .timeout import TimeoutMiddleware
+from .trustedhost import TrustedHostMiddleware
+
+__all__ = [
+    "CORSMiddleware",
+    "CSRFMiddleware",
+    "CompressionMiddleware",
+    "GZipMiddleware",
+    "HTTPMiddleware",
+    "HTTPSRedirectMiddleware",
+    "Middleware",
+    "ProxyHeadersMiddleware",
+    "RequestIDFilter",
+    "RequestIDMiddleware",
+    "SessionMiddleware",
+    "TimeoutMiddleware",
+    "TrustedHostMiddleware",
+]
 
 
 class Middleware:

@@ -1,0 +1,178 @@
+"""CORSMiddleware: Cross-Origin Resource Sharing headers, and answers to preflights."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+import orjson
+
+from microasgi.datastructures import MutableHeaders
+from microasgi.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
+
+__all__ = ["CORSMiddleware"]
+
+ALL_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+# NOTE: the CORS-safelisted request headers, always allowed (Fetch standard).
+SAFELISTED_HEADERS = frozenset({"accept", "accept-language", "content-language", "content-type"})
+
+
+class CORSMiddleware:
+    """Add CORS headers for the origins allowed, and answer preflight requests.
+
+    - ``allow_origins``: exact origins (``"https://example.com"``), or ``["*"]`` for any.
+      They are compared as strings, never as patterns.
+    - ``allow_origin_regex``: a regular expression an origin must match in full.
+    - ``allow_methods`` / ``allow_headers``: what a preflight may ask for (``"*"``: any).
+    - ``allow_credentials``: allow cookies; the exact origin is then echoed, never ``*``.
+    - ``expose_headers``: response headers the browser lets scripts read.
+    - ``max_age``: seconds a browser may cache a preflight answer.
+
+    A preflight from an origin, method or header not allowed is answered 400 with the
+    reason; a simple request from an origin not allowed gets no CORS headers.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        allow_origins: Iterable[str] = (),
+        allow_methods: Iterable[str] = ("GET",),
+        allow_headers: Iterable[str] = (),
+        allow_credentials: bool = False,
+        allow_origin_regex: str | None = None,
+        expose_headers: Iterable[str] = (),
+        max_age: int = 600,
+    ) -> None:
+        self.app = app
+        origins = [_checked_origin(origin) for origin in allow_origins]
+        methods = [method.upper() for method in allow_methods]
+        headers = [header.lower() for header in allow_headers]
+        self.allow_all_origins = "*" in origins
+        self.allow_origins = frozenset(origins) - {"*"}
+        self.allow_origin_regex = re.compile(allow_origin_regex) if allow_origin_regex else None
+        self.allow_all_methods = "*" in methods
+        self.allow_methods = ALL_METHODS if self.allow_all_methods else tuple(methods)
+        self.allow_all_headers = "*" in headers
+        self.allow_headers = SAFELISTED_HEADERS | frozenset(headers) - {"*"}
+        self.allow_credentials = allow_credentials
+        # PERF: the headers that do not depend on the request are encoded once, here.
+        simple: RawHeaders = []
+        if allow_credentials:
+            simple.append((b"access-control-allow-credentials", b"true"))
+        if expose_headers:
+            simple.append(
+                (b"access-control-expose-headers", ", ".join(expose_headers).encode("latin-1"))
+            )
+        self.simple_headers = simple
+        preflight: RawHeaders = [
+            (b"access-control-allow-methods", ", ".join(self.allow_methods).encode("latin-1")),
+            (b"access-control-max-age", str(int(max_age)).encode("latin-1")),
+        ]
+        if allow_credentials:
+            preflight.append((b"access-control-allow-credentials", b"true"))
+        if headers and not self.allow_all_headers:
+            preflight.append(
+                (
+                    b"access-control-allow-headers",
+                    ", ".join(sorted(self.allow_headers)).encode("latin-1"),
+                )
+            )
+        self.preflight_headers = preflight
+        # NOTE: with credentials (or a list of origins) the answer depends on the Origin.
+        self.echo_origin = allow_credentials or not self.allow_all_origins
+
+    def is_allowed_origin(self, origin: str) -> bool:
+        """Return whether ``origin`` may read responses."""
+        if self.allow_all_origins or origin in self.allow_origins:
+            return True
+        regex = self.allow_origin_regex
+        return regex is not None and regex.fullmatch(origin) is not None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        origin = request_method = None
+        for name, value in scope["headers"]:
+            if name == b"origin":
+                origin = value.decode("latin-1")
+            elif name == b"access-control-request-method":
+                request_method = value.decode("latin-1")
+        if origin is None:
+            await self.app(scope, receive, send)
+        elif scope["method"] == "OPTIONS" and request_method is not None:
+            await self.preflight(scope, send, origin, request_method)
+        else:
+            await self.app(scope, receive, self._with_headers(send, origin))
+
+    async def preflight(self, scope: Scope, send: Send, origin: str, method: str) -> None:
+        """Answer a preflight: 200 with the CORS headers, or 400 and the reason."""
+        requested = ""
+        for name, value in scope["headers"]:
+            if name == b"access-control-request-headers":
+                requested = value.decode("latin-1")
+        failures = []
+        if not self.is_allowed_origin(origin):
+            failures.append("origin")
+        if not (self.allow_all_methods or method.upper() in self.allow_methods):
+            failures.append("method")
+        if not self.allow_all_headers and any(
+            header.strip().lower() not in self.allow_headers
+            for header in requested.split(",")
+            if header.strip()
+        ):
+            failures.append("headers")
+        if failures:
+            status = 400
+            body = orjson.dumps({"detail": f"Disallowed CORS {', '.join(failures)}"})
+            headers: RawHeaders = [(b"content-type", b"application/json")]
+        else:
+            status = 200
+            body = b"OK"
+            headers = [
+                *self._origin_headers(origin),
+                *self.preflight_headers,
+                (b"content-type", b"text/plain; charset=utf-8"),
+            ]
+            if self.allow_all_headers and requested:
+                headers.append((b"access-control-allow-headers", requested.encode("latin-1")))
+        if self.echo_origin:
+            headers.append((b"vary", b"Origin"))
+        headers.append((b"content-length", b"%d" % len(body)))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _origin_headers(self, origin: str) -> RawHeaders:
+        if self.echo_origin:
+            return [(b"access-control-allow-origin", origin.encode("latin-1"))]
+        return [(b"access-control-allow-origin", b"*")]
+
+    def _with_headers(self, send: Send, origin: str) -> Send:
+        added = [*self._origin_headers(origin), *self.simple_headers]
+        if not self.is_allowed_origin(origin):
+            added = []
+        replaced = {name for name, _ in added}
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                # NOTE: a new list: the response's own may be shared by other requests.
+                raw = [item for item in message.get("headers", ()) if item[0] not in replaced]
+                raw.extend(added)
+                if self.echo_origin:
+                    MutableHeaders(raw=raw).add_vary_header("Origin")
+                message = {**message, "headers": raw}
+            await send(message)
+
+        return send_with_cors
+
+
+def _checked_origin(origin: str) -> str:
+    if origin == "*":
+        return origin
+    scheme, separator, rest = origin.partition("://")
+    if not separator or not scheme or not rest or "/" in rest or "*" in rest:
+        raise ValueError(
+            f"Invalid CORS origin {origin!r}: write scheme://host[:port] with no path or "
+            "trailing slash, or use allow_origin_regex for patterns"
+        )
+    return origin

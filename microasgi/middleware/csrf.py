@@ -1,0 +1,242 @@
+"""CSRFMiddleware: refuse cross-site requests that would change state."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from typing import Literal
+from urllib.parse import parse_qsl
+
+from microasgi.datastructures import URL, parse_cookie
+from microasgi.exceptions import ClientDisconnect, HTTPException
+from microasgi.limits import limits_for
+from microasgi.requests import BODY_KEY, HTTPConnection, Request
+from microasgi.responses import JSONResponse, Response
+from microasgi.types import ASGIApp, Message, Receive, Scope, Send
+from microasgi.websockets import WebSocket
+
+from .sessions import SecretKey, sign, signing_keys, verify
+
+__all__ = ["CSRFMiddleware"]
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+_FORM_TYPE = "application/x-www-form-urlencoded"
+_HTTP_ORIGINS = {"ws": "http", "wss": "https"}
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class CSRFMiddleware:
+    """Refuse state-changing requests that another site made a browser send.
+
+    Requests with unsafe methods (POST, PUT, PATCH, DELETE…) are checked. One passes when
+    the browser says it comes from this site (``Sec-Fetch-Site: same-origin``, or an
+    ``Origin`` equal to this site's or listed in ``trusted_origins``); a browser that says it
+    comes from another site is refused. Without either header (an
+    older browser, or a client that is not a browser), the request must carry the token of
+    the ``csrftoken`` cookie in the ``X-CSRF-Token`` header or, for an urlencoded form, in the
+    ``csrftoken`` field (double submit: another site can neither read the cookie nor forge
+    its signature). Refusals are 403 with the reason.
+
+    The token is on ``request.state.csrf_token`` for templates; the cookie is set on the
+    first response that lacks it. WebSocket handshakes from another origin are refused too.
+
+    - ``secret_key``: signs the tokens (a string, or a list of them, newest first).
+    - ``exempt_paths``: paths never checked; one ending in ``*`` is a prefix
+      (``"/webhooks/*"``).
+    - ``trusted_origins``: other origins allowed to send requests (``"https://app.example"``).
+    - ``cookie_name``, ``header_name``, ``form_field``; ``cookie_path``, ``cookie_domain``,
+      ``cookie_secure``, ``cookie_samesite``, ``cookie_httponly``: the token cookie.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        secret_key: SecretKey,
+        *,
+        exempt_paths: Iterable[str] = (),
+        trusted_origins: Iterable[str] = (),
+        cookie_name: str = "csrftoken",
+        header_name: str = "x-csrf-token",
+        form_field: str | None = "csrftoken",
+        cookie_path: str = "/",
+        cookie_domain: str | None = None,
+        cookie_secure: bool = False,
+        cookie_samesite: Literal["lax", "strict", "none"] = "lax",
+        cookie_httponly: bool = False,
+    ) -> None:
+        self.app = app
+        self.keys = signing_keys(secret_key, b"microasgi.csrf")
+        paths = list(exempt_paths)
+        self.exempt_exact = frozenset(path for path in paths if not path.endswith("*"))
+        self.exempt_prefixes = tuple(path[:-1] for path in paths if path.endswith("*"))
+        self.trusted_origins = frozenset(origin.rstrip("/").lower() for origin in trusted_origins)
+        self.cookie_name = cookie_name
+        self.header_name = header_name.lower().encode("latin-1")
+        self.form_field = form_field
+        # NOTE: built once through Response.set_cookie, which checks every attribute.
+        cookie = Response()
+        cookie.raw_headers.clear()
+        cookie.set_cookie(
+            cookie_name,
+            "TOKEN",
+            path=cookie_path,
+            domain=cookie_domain,
+            secure=cookie_secure,
+            httponly=cookie_httponly,
+            samesite=cookie_samesite,
+        )
+        self.cookie_template = cookie.raw_headers[0][1].decode("latin-1")
+
+    # -- tokens --------------------------------------------------------------------------
+
+    def new_token(self) -> str:
+        """A fresh signed token."""
+        nonce = secrets.token_urlsafe(32)
+        return f"{nonce}.{sign(self.keys[0], nonce)}"
+
+    def is_valid_token(self, token: str) -> bool:
+        """Return whether ``token`` was signed with one of the keys."""
+        nonce, _, signature = token.partition(".")
+        return bool(nonce) and len(token) <= 200 and verify(self.keys, nonce, signature)
+
+    # -- requests ------------------------------------------------------------------------
+
+    def is_exempt(self, path: str) -> bool:
+        """Return whether requests to ``path`` are never checked."""
+        return path in self.exempt_exact or path.startswith(self.exempt_prefixes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope_type = scope["type"]
+        if scope_type == "websocket":
+            await self._check_websocket(scope, receive, send)
+            return
+        if scope_type != "http":
+            await self.app(scope, receive, send)
+            return
+        cookie = None
+        for name, value in scope["headers"]:
+            if name == b"cookie":
+                cookie = parse_cookie(value.decode("latin-1")).get(self.cookie_name)
+        valid_cookie = cookie is not None and self.is_valid_token(cookie)
+        token = cookie if valid_cookie and cookie is not None else self.new_token()
+        HTTPConnection(scope).state.csrf_token = token
+        if scope["method"] not in SAFE_METHODS and not self.is_exempt(scope["path"]):
+            had_body = BODY_KEY in scope
+            try:
+                refusal = await self._refusal(scope, receive, cookie if valid_cookie else None)
+            except HTTPException as exc:
+                response = JSONResponse({"detail": exc.detail}, exc.status_code, exc.headers)
+                await response(scope, receive, send)
+                return
+            except ClientDisconnect:
+                return
+            if refusal is not None:
+                await JSONResponse({"detail": refusal}, status_code=403)(scope, receive, send)
+                return
+            if not had_body and BODY_KEY in scope:
+                receive = _replay(scope[BODY_KEY], receive)
+        if valid_cookie:
+            await self.app(scope, receive, send)
+            return
+        set_cookie = self.cookie_template.replace("TOKEN", token, 1).encode("latin-1")
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                headers.append((b"set-cookie", set_cookie))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+    async def _refusal(self, scope: Scope, receive: Receive, cookie: str | None) -> str | None:
+        """Why the unsafe request in ``scope`` is refused, or None when it may pass."""
+        fetch_site = origin = submitted = None
+        for name, value in scope["headers"]:
+            if name == b"sec-fetch-site":
+                fetch_site = value.decode("latin-1").lower()
+            elif name == b"origin":
+                origin = value.decode("latin-1").lower()
+            elif name == self.header_name:
+                submitted = value.decode("latin-1")
+        if fetch_site == "same-origin":
+            return None
+        if origin is not None and origin != "null":
+            if origin == self.own_origin(scope) or origin in self.trusted_origins:
+                return None
+            return (
+                f"Cross-site request refused: origin {origin[:100]!r} is not "
+                f"{self.own_origin(scope)!r} (behind a proxy, see ProxyHeadersMiddleware; "
+                "for another site of yours, trusted_origins)"
+            )
+        if fetch_site in ("cross-site", "same-site"):
+            return f"Cross-site request refused (Sec-Fetch-Site: {fetch_site})"
+        if cookie is None:
+            return "CSRF token missing: no valid token cookie"
+        if submitted is None:
+            submitted = await self._form_token(scope, receive)
+        if submitted is None:
+            return "CSRF token missing from the request"
+        if not secrets.compare_digest(submitted.encode(), cookie.encode()):
+            return "CSRF token does not match"
+        return None
+
+    @staticmethod
+    def own_origin(scope: Scope) -> str:
+        """This site's origin as a browser writes it: ``scheme://host[:port]``."""
+        url = URL(scope=scope)
+        scheme = _HTTP_ORIGINS.get(url.scheme, url.scheme)
+        host = url.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        port = url.port
+        if port is not None and port != _DEFAULT_PORTS.get(scheme):
+            netloc += f":{port}"
+        return f"{scheme}://{netloc}"
+
+    async def _form_token(self, scope: Scope, receive: Receive) -> str | None:
+        """The token in an urlencoded form body (which is then kept for the app)."""
+        request = Request(scope, receive)
+        media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if self.form_field is None or media_type != _FORM_TYPE:
+            return None
+        body = await request.body()
+        fields = limits_for(scope).max_fields
+        try:
+            pairs = parse_qsl(
+                body.decode("latin-1"),
+                keep_blank_values=True,
+                max_num_fields=fields,
+                separator="&",
+            )
+        except ValueError:
+            return None
+        for name, value in pairs:
+            if name == self.form_field:
+                return value
+        return None
+
+    async def _check_websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # SECURITY: a page on any site can open a WebSocket to this one with the user's
+        # cookies (cross-site WebSocket hijacking); the browser always sends its Origin.
+        for name, value in scope["headers"]:
+            if name == b"origin":
+                origin = value.decode("latin-1").lower()
+                if origin != self.own_origin(scope) and origin not in self.trusted_origins:
+                    response = JSONResponse(
+                        {"detail": "Cross-site WebSocket refused"}, status_code=403
+                    )
+                    await WebSocket(scope, receive, send).send_denial_response(response)
+                    return
+        await self.app(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands over ``body`` (already read) first."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop()
+        return await receive()
+
+    return replay

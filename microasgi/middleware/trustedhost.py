@@ -1,0 +1,94 @@
+"""TrustedHostMiddleware: refuse requests whose Host header is not one of yours."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from microasgi.responses import JSONResponse, RedirectResponse, Response
+from microasgi.types import ASGIApp, Receive, Scope, Send
+from microasgi.websockets import WebSocket
+
+__all__ = ["TrustedHostMiddleware"]
+
+# SECURITY: the host part of a Host header: a DNS name (letters, digits, hyphens, dots)
+# or a bracketed IPv6 literal, then an optional port. Anything else is refused before any
+# comparison, so no character can make a pattern match something it should not.
+_HOST = re.compile(r"(?P<host>[a-z0-9.-]+|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?", re.ASCII)
+_PATTERN = re.compile(r"(\*\.)?([a-z0-9-]+\.)*[a-z0-9-]+\.?|\[[0-9a-f:.]+\]", re.ASCII)
+
+
+class TrustedHostMiddleware:
+    """Answer 400 unless the ``Host`` header names one of ``allowed_hosts``.
+
+    Patterns are exact names (``"example.com"``) or ``"*.example.com"`` for any subdomain
+    (not the domain itself); ``"*"`` allows every host. Names are compared as strings,
+    never as regular expressions. ``X-Forwarded-Host`` is never read: put
+    ``ProxyHeadersMiddleware`` outside this one to use it from a trusted proxy. With
+    ``www_redirect``, a request for ``example.com`` is redirected (307) to
+    ``www.example.com`` when that name is listed. WebSocket handshakes are checked too.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        allowed_hosts: Iterable[str] = ("*",),
+        www_redirect: bool = True,
+    ) -> None:
+        self.app = app
+        hosts = [host.lower() for host in allowed_hosts]
+        for host in hosts:
+            if host != "*" and _PATTERN.fullmatch(host) is None:
+                raise ValueError(
+                    f"Invalid allowed host {host!r}: use a host name such as 'example.com', "
+                    "'*.example.com' for its subdomains, or '*' for any host"
+                )
+        self.allow_any = "*" in hosts
+        self.exact = frozenset(host.rstrip(".") for host in hosts if not host.startswith("*"))
+        self.suffixes = tuple(host[1:].rstrip(".") for host in hosts if host.startswith("*."))
+        self.www_redirect = www_redirect
+
+    def is_allowed(self, host: str) -> bool:
+        """Return whether the host name ``host`` (lower case, no port) is allowed."""
+        return host in self.exact or (
+            host.endswith(self.suffixes) and host[0] != "." and ".." not in host
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.allow_any or scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        header = None
+        for name, value in scope["headers"]:
+            if name == b"host":
+                header = value.decode("latin-1").lower()
+                break
+        match = _HOST.fullmatch(header) if header is not None else None
+        if match is not None:
+            host = match["host"].rstrip(".")
+            if self.is_allowed(host):
+                await self.app(scope, receive, send)
+                return
+            if self.www_redirect and "www." + host in self.exact:
+                await _refuse(self._www_redirect(scope, str(header)), scope, receive, send)
+                return
+        await _refuse(
+            JSONResponse({"detail": "Invalid host header"}, status_code=400), scope, receive, send
+        )
+
+    @staticmethod
+    def _www_redirect(scope: Scope, header: str) -> Response:
+        scheme = scope.get("scheme", "http")
+        if scope["type"] == "websocket":
+            scheme = {"http": "ws", "https": "wss"}.get(scheme, scheme)
+        path = scope.get("root_path", "") + scope["path"]
+        query = scope.get("query_string", b"").decode("latin-1")
+        url = f"{scheme}://www.{header}{path}" + (f"?{query}" if query else "")
+        return RedirectResponse(url, status_code=307)
+
+
+async def _refuse(response: Response, scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "websocket":
+        await WebSocket(scope, receive, send).send_denial_response(response)
+    else:
+        await response(scope, receive, send)

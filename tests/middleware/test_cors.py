@@ -1,0 +1,222 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from microasgi.app import App
+from microasgi.middleware import CORSMiddleware, Middleware
+from microasgi.requests import Request
+from microasgi.responses import PlainTextResponse, Response
+from microasgi.testing import TestClient
+from microasgi.websockets import WebSocket
+
+ClientFactory = Callable[..., TestClient]
+
+SITE = "https://example.com"
+
+
+def make_app(**options: Any) -> App:
+    app = App(middleware=[Middleware(CORSMiddleware, **options)])
+
+    @app.get("/")
+    async def index(request: Request) -> str:
+        return "hello"
+
+    @app.post("/items")
+    async def create(request: Request) -> Response:
+        return PlainTextResponse("created", status_code=201, headers={"x-item": "1"})
+
+    @app.get("/crash")
+    async def crash(request: Request) -> str:
+        raise RuntimeError("boom")
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.close()
+
+    return app
+
+
+def preflight(client: TestClient, origin: str = SITE, method: str = "POST", **headers: str) -> Any:
+    return client.options(
+        "/items",
+        headers={"origin": origin, "access-control-request-method": method, **headers},
+    )
+
+
+def test_simple_request_from_an_allowed_origin(client_factory: ClientFactory) -> None:
+    with client_factory(make_app(allow_origins=[SITE])) as client:
+        response = client.get("/", headers={"origin": SITE})
+        assert response.text == "hello"
+        assert response.headers["access-control-allow-origin"] == SITE
+        assert response.headers["vary"] == "Origin"
+        assert "access-control-allow-credentials" not in response.headers
+
+
+def test_no_origin_no_cors_headers(client_factory: ClientFactory) -> None:
+    with client_factory(make_app(allow_origins=[SITE])) as client:
+        response = client.get("/")
+        assert "access-control-allow-origin" not in response.headers
+        assert "vary" not in response.headers
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://exampleXcom",
+        "https://example.com.evil",
+        "https://evil.example.com",
+        "http://example.com",
+        "https://example.com:8443",
+        "https://EXAMPLE.com",
+        "null",
+        "https://example.com/",
+    ],
+)
+def test_bypass_attempts_get_no_cors_headers(client_factory: ClientFactory, origin: str) -> None:
+    with client_factory(make_app(allow_origins=[SITE], allow_credentials=True)) as client:
+        response = client.get("/", headers={"origin": origin})
+        assert response.status_code == 200
+        assert "access-control-allow-origin" not in response.headers
+        assert "access-control-allow-credentials" not in response.headers
+        assert response.headers["vary"] == "Origin"
+        assert preflight(client, origin).status_code == 400
+
+
+def test_origins_are_strings_not_patterns(client_factory: ClientFactory) -> None:
+    # NOTE: "." in an origin would match any character if it were used as a regex.
+    with client_factory(make_app(allow_origins=["https://a.b.example"])) as client:
+        response = client.get("/", headers={"origin": "https://aXbXexample"})
+        assert "access-control-allow-origin" not in response.headers
+
+
+def test_regex_origins_match_in_full(client_factory: ClientFactory) -> None:
+    app = make_app(allow_origin_regex=r"https://[a-z]+\.example\.com")
+    with client_factory(app) as client:
+        response = client.get("/", headers={"origin": "https://shop.example.com"})
+        assert response.headers["access-control-allow-origin"] == "https://shop.example.com"
+        for origin in ("https://shop.example.com.evil", "https://x.shop.example.com"):
+            response = client.get("/", headers={"origin": origin})
+            assert "access-control-allow-origin" not in response.headers
+
+
+def test_credentials_echo_the_exact_origin_never_a_star(client_factory: ClientFactory) -> None:
+    app = make_app(allow_origins=["*"], allow_credentials=True, expose_headers=["x-item"])
+    with client_factory(app) as client:
+        response = client.post("/items", headers={"origin": "https://any.site"})
+        assert response.status_code == 201
+        assert response.headers["access-control-allow-origin"] == "https://any.site"
+        assert response.headers["access-control-allow-credentials"] == "true"
+        assert response.headers["access-control-expose-headers"] == "x-item"
+        assert response.headers["vary"] == "Origin"
+
+
+def test_any_origin_without_credentials_is_a_star(client_factory: ClientFactory) -> None:
+    with client_factory(make_app(allow_origins=["*"])) as client:
+        response = client.get("/", headers={"origin": "https://any.site"})
+        assert response.headers["access-control-allow-origin"] == "*"
+        assert "vary" not in response.headers
+        response = preflight(client, "https://any.site", "GET")
+        assert response.status_code == 200
+        assert response.headers["access-control-allow-origin"] == "*"
+        assert "vary" not in response.headers
+
+
+def test_preflight_allowed(client_factory: ClientFactory) -> None:
+    app = make_app(
+        allow_origins=[SITE],
+        allow_methods=["GET", "POST"],
+        allow_headers=["X-Token"],
+        allow_credentials=True,
+        max_age=300,
+    )
+    with client_factory(app) as client:
+        response = preflight(client, **{"access-control-request-headers": "X-Token, Accept"})
+        assert (response.status_code, response.text) == (200, "OK")
+        assert response.headers["access-control-allow-origin"] == SITE
+        assert response.headers["access-control-allow-methods"] == "GET, POST"
+        assert response.headers["access-control-max-age"] == "300"
+        assert response.headers["access-control-allow-credentials"] == "true"
+        allowed = response.headers["access-control-allow-headers"]
+        assert {h.strip() for h in allowed.split(",")} >= {"x-token", "accept", "content-type"}
+        assert response.headers["vary"] == "Origin"
+
+
+def test_preflight_refusals_say_why(client_factory: ClientFactory) -> None:
+    app = make_app(allow_origins=[SITE], allow_methods=["GET"])
+    with client_factory(app) as client:
+        response = preflight(
+            client, "https://evil.site", "DELETE", **{"access-control-request-headers": "x-secret"}
+        )
+        assert response.status_code == 400
+        assert response.json() == {"detail": "Disallowed CORS origin, method, headers"}
+        assert "access-control-allow-origin" not in response.headers
+        response = preflight(client, SITE, "GET", **{"access-control-request-headers": "x-no"})
+        assert response.json() == {"detail": "Disallowed CORS headers"}
+
+
+def test_preflight_with_any_method_and_header(client_factory: ClientFactory) -> None:
+    app = make_app(allow_origins=[SITE], allow_methods=["*"], allow_headers=["*"])
+    with client_factory(app) as client:
+        response = preflight(client, SITE, "PATCH", **{"access-control-request-headers": "x-a"})
+        assert response.status_code == 200
+        assert response.headers["access-control-allow-headers"] == "x-a"
+        assert "PATCH" in response.headers["access-control-allow-methods"]
+        assert preflight(client, SITE, "PATCH").status_code == 200
+
+
+def test_an_options_request_that_is_not_a_preflight(client_factory: ClientFactory) -> None:
+    with client_factory(make_app(allow_origins=[SITE])) as client:
+        response = client.options("/", headers={"origin": SITE})
+        assert response.status_code == 204
+        assert response.headers["access-control-allow-origin"] == SITE
+
+
+def test_cors_headers_on_error_responses(client_factory: ClientFactory) -> None:
+    app = make_app(allow_origins=[SITE])
+
+    @app.exception_handler(404)
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return PlainTextResponse("nothing", status_code=404)
+
+    with client_factory(app, raise_server_exceptions=False) as client:
+        response = client.get("/crash", headers={"origin": SITE})
+        assert response.status_code == 500
+        assert response.headers["access-control-allow-origin"] == SITE
+        response = client.get("/missing", headers={"origin": SITE})
+        assert (response.status_code, response.text) == (404, "nothing")
+        assert response.headers["access-control-allow-origin"] == SITE
+        response = client.delete("/", headers={"origin": SITE})
+        assert response.status_code == 405
+        assert response.headers["access-control-allow-origin"] == SITE
+
+
+def test_existing_cors_headers_are_replaced(client_factory: ClientFactory) -> None:
+    app = App(middleware=[Middleware(CORSMiddleware, allow_origins=[SITE])])
+
+    @app.get("/")
+    async def index(request: Request) -> Response:
+        headers = {"access-control-allow-origin": "*", "vary": "Accept-Encoding"}
+        return PlainTextResponse("x", headers=headers)
+
+    with client_factory(app) as client:
+        response = client.get("/", headers={"origin": SITE})
+        assert response.headers.get_list("access-control-allow-origin") == [SITE]
+        assert response.headers["vary"] == "Accept-Encoding, Origin"
+
+
+def test_websockets_and_lifespan_pass_through(client_factory: ClientFactory) -> None:
+    with client_factory(make_app(allow_origins=[SITE])) as client:
+        with client.websocket_connect("/ws", headers={"origin": "https://evil.site"}):
+            pass
+
+
+@pytest.mark.parametrize(
+    "origin", ["https://example.com/", "example.com", "https://*.example.com", "https://"]
+)
+def test_invalid_origins_are_refused_at_setup(origin: str) -> None:
+    with pytest.raises(ValueError, match="allow_origin_regex"):
+        CORSMiddleware(PlainTextResponse("x"), allow_origins=[origin])

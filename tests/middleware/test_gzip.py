@@ -1,0 +1,315 @@
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import brotli
+import pytest
+import zstandard
+
+from microasgi.app import App
+from microasgi.middleware import CompressionMiddleware, GZipMiddleware, Middleware
+from microasgi.middleware.gzip import _load, available_encodings, parse_accept_encoding
+from microasgi.requests import Request
+from microasgi.responses import PlainTextResponse, Response, StreamingResponse
+from microasgi.testing import TestClient
+from microasgi.types import Message, Receive, Scope, Send
+
+from . import Server, http_scope
+
+ClientFactory = Callable[..., TestClient]
+
+TEXT = "microasgi compresses this text. " * 100
+
+
+def make_app(middleware: Middleware) -> App:
+    app = App(middleware=[middleware])
+
+    @app.get("/text")
+    async def text(request: Request) -> str:
+        return TEXT
+
+    @app.get("/small")
+    async def small(request: Request) -> str:
+        return "tiny"
+
+    @app.get("/headers")
+    async def headers(request: Request) -> Response:
+        return PlainTextResponse(
+            TEXT, headers={"etag": '"v1"', "accept-ranges": "bytes", "vary": "Cookie"}
+        )
+
+    @app.get("/weak")
+    async def weak(request: Request) -> Response:
+        return PlainTextResponse(TEXT, headers={"etag": 'W/"v1"'})
+
+    @app.get("/encoded")
+    async def encoded(request: Request) -> Response:
+        return Response(gzip.compress(TEXT.encode()), headers={"content-encoding": "gzip"})
+
+    @app.get("/events")
+    async def events(request: Request) -> Response:
+        return Response(TEXT, media_type="text/event-stream")
+
+    @app.get("/partial")
+    async def partial(request: Request) -> Response:
+        return PlainTextResponse(TEXT, status_code=206)
+
+    @app.get("/empty")
+    async def empty(request: Request) -> Response:
+        return Response(status_code=204)
+
+    @app.get("/stream")
+    async def stream(request: Request) -> StreamingResponse:
+        return StreamingResponse(iter([TEXT[:10], "", TEXT[10:]]), media_type="text/plain")
+
+    return app
+
+
+def gzip_app(**options: Any) -> App:
+    return make_app(Middleware(GZipMiddleware, **options))
+
+
+def test_gzip(client_factory: ClientFactory) -> None:
+    with client_factory(gzip_app()) as client:
+        response = client.get("/text", headers={"accept-encoding": "gzip"})
+        assert response.text == TEXT
+        assert response.headers["content-encoding"] == "gzip"
+        assert response.headers["vary"] == "Accept-Encoding"
+        assert int(response.headers["content-length"]) < len(TEXT)
+        assert response.headers["content-type"] == "text/plain; charset=utf-8"
+
+
+def test_gzip_levels(client_factory: ClientFactory) -> None:
+    sizes = []
+    for level in (1, 9):
+        with client_factory(gzip_app(compresslevel=level)) as client:
+            response = client.get("/text", headers={"accept-encoding": "gzip"})
+            sizes.append(int(response.headers["content-length"]))
+    assert sizes[1] <= sizes[0]
+
+
+@pytest.mark.parametrize(
+    "accept", ["", "identity", "br", "gzip;q=0", "gzip; q=0.0", "*;q=0", "gzip;q=abc"]
+)
+def test_clients_that_do_not_accept_gzip(client_factory: ClientFactory, accept: str) -> None:
+    with client_factory(gzip_app()) as client:
+        response = client.get("/text", headers={"accept-encoding": accept})
+        assert "content-encoding" not in response.headers
+        assert response.text == TEXT
+
+
+@pytest.mark.parametrize(
+    "accept", ["gzip", "GZIP", "*", "x-gzip", "br, gzip;q=0.5", "deflate, gzip"]
+)
+def test_clients_that_accept_gzip(client_factory: ClientFactory, accept: str) -> None:
+    with client_factory(gzip_app()) as client:
+        response = client.get("/text", headers={"accept-encoding": accept})
+        assert response.headers["content-encoding"] == "gzip"
+        assert response.text == TEXT
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [("/small", 200), ("/encoded", 200), ("/events", 200), ("/partial", 206), ("/empty", 204)],
+)
+def test_responses_never_compressed(client_factory: ClientFactory, path: str, status: int) -> None:
+    with client_factory(gzip_app()) as client:
+        response = client.get(path, headers={"accept-encoding": "gzip"})
+        assert response.status_code == status
+        assert response.headers.get("content-encoding") in (None, "gzip")
+        if path == "/encoded":
+            assert response.headers["content-encoding"] == "gzip"
+            assert response.text == TEXT
+        else:
+            assert "content-encoding" not in response.headers
+
+
+def test_head_requests_are_not_compressed(client_factory: ClientFactory) -> None:
+    with client_factory(gzip_app()) as client:
+        response = client.head("/text", headers={"accept-encoding": "gzip"})
+        assert "content-encoding" not in response.headers
+        assert response.headers["content-length"] == str(len(TEXT))
+
+
+def test_compressed_headers(client_factory: ClientFactory) -> None:
+    with client_factory(gzip_app()) as client:
+        response = client.get("/headers", headers={"accept-encoding": "gzip"})
+        assert response.headers["etag"] == 'W/"v1"'
+        assert "accept-ranges" not in response.headers
+        assert response.headers["vary"] == "Cookie, Accept-Encoding"
+        response = client.get("/weak", headers={"accept-encoding": "gzip"})
+        assert response.headers["etag"] == 'W/"v1"'
+
+
+def test_a_streaming_response(client_factory: ClientFactory) -> None:
+    with client_factory(gzip_app()) as client:
+        response = client.get("/stream", headers={"accept-encoding": "gzip"})
+        assert response.text == TEXT
+        assert response.headers["content-encoding"] == "gzip"
+        assert "content-length" not in response.headers
+
+
+@pytest.mark.anyio
+async def test_each_chunk_is_flushed_as_it_passes() -> None:
+    first_chunk_arrived = anyio.Event()
+    decoder = zlib.decompressobj(wbits=31)
+    decoded: list[bytes] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"first chunk, small"
+            # NOTE: set by the server side only once it could decode the first chunk.
+            await first_chunk_arrived.wait()
+            yield b"second"
+
+        await StreamingResponse(chunks())(scope, receive, send)
+
+    async def on_message(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            decoded.append(decoder.decompress(message["body"]))
+            if decoded[0] == b"first chunk, small":
+                first_chunk_arrived.set()
+
+    server = Server(on_message=on_message)
+    scope = http_scope(headers=[("accept-encoding", "gzip")])
+    with anyio.fail_after(3):
+        await GZipMiddleware(app, minimum_size=1)(scope, server.receive, server.send)
+    assert b"".join(decoded) == b"first chunk, smallsecond"
+    assert decoder.eof
+
+
+@pytest.mark.anyio
+async def test_a_small_announced_length_and_other_messages() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"4")]}
+        )
+        await send({"type": "http.response.body", "body": b"tiny"})
+
+    server = Server()
+    scope = http_scope(headers=[("accept-encoding", "gzip")])
+    await GZipMiddleware(app, minimum_size=10)(scope, server.receive, server.send)
+    assert server.body == b"tiny"
+
+    async def unannounced(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"tiny"})
+
+    server = Server()
+    await GZipMiddleware(unannounced, minimum_size=10)(scope, server.receive, server.send)
+    assert (server.headers, server.body) == ({}, b"tiny")
+
+    async def pathsend(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.pathsend", "path": "/dev/null"})
+
+    server = Server()
+    await GZipMiddleware(pathsend)(scope, server.receive, server.send)
+    assert [m["type"] for m in server.messages] == [
+        "http.response.start",
+        "http.response.pathsend",
+    ]
+
+    async def trailers(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
+        await send({"type": "http.response.body", "body": b"x" * 1000, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await send({"type": "http.response.trailers", "headers": []})
+
+    server = Server()
+    await GZipMiddleware(trailers)(scope, server.receive, server.send)
+    assert server.messages[-1]["type"] == "http.response.trailers"
+    assert gzip.decompress(server.body) == b"x" * 1000
+
+
+def test_websockets_pass_through(client_factory: ClientFactory) -> None:
+    app = gzip_app()
+
+    @app.websocket("/ws")
+    async def ws(websocket: Any) -> None:
+        await websocket.accept()
+        await websocket.send_text(TEXT)
+        await websocket.close()
+
+    with client_factory(app) as client, client.websocket_connect("/ws") as session:
+        assert session.receive_text() == TEXT
+
+
+# --- CompressionMiddleware -----------------------------------------------------------------
+
+
+def compression_app(**options: Any) -> App:
+    return make_app(Middleware(CompressionMiddleware, **options))
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        ("gzip, deflate, br, zstd", "zstd"),
+        ("gzip, br", "br"),
+        ("gzip", "gzip"),
+        ("zstd;q=0.5, br;q=0.8, gzip;q=0.9", "gzip"),
+        ("zstd;q=0, *", "br"),
+        ("*;q=0.5, gzip;q=0", "zstd"),
+        ("identity", None),
+    ],
+)
+def test_negotiation(client_factory: ClientFactory, accept: str, expected: str | None) -> None:
+    with client_factory(compression_app()) as client:
+        # NOTE: httpx decodes gzip, br and zstd itself, with the brotli and zstandard packages.
+        response = client.get("/text", headers={"accept-encoding": accept})
+        assert response.headers.get("content-encoding") == expected
+        assert response.text == TEXT
+
+
+@pytest.mark.parametrize("encoding", ["zstd", "br", "gzip"])
+def test_each_encoding_round_trips(client_factory: ClientFactory, encoding: str) -> None:
+    with client_factory(compression_app(encodings=[encoding])) as client:
+        for path in ("/text", "/stream"):
+            with client.stream("GET", path, headers={"accept-encoding": encoding}) as response:
+                raw = b"".join(response.iter_raw())
+            assert response.headers["content-encoding"] == encoding
+            assert decode(encoding, raw) == TEXT.encode()
+
+
+def decode(encoding: str, body: bytes) -> bytes:
+    if encoding == "zstd":
+        return zstandard.ZstdDecompressor().decompressobj().decompress(body)  # type: ignore[no-any-return]
+    if encoding == "br":
+        return brotli.decompress(body)  # type: ignore[no-any-return]
+    return gzip.decompress(body)
+
+
+def test_server_preference_breaks_ties(client_factory: ClientFactory) -> None:
+    app = compression_app(encodings=["gzip", "br"])
+    with client_factory(app) as client:
+        response = client.get("/text", headers={"accept-encoding": "br, gzip, zstd"})
+        assert response.headers["content-encoding"] == "gzip"
+
+
+def test_bad_options() -> None:
+    with pytest.raises(ValueError, match="'lz4' encoding is not available"):
+        CompressionMiddleware(PlainTextResponse("x"), encodings=["lz4"])
+    with pytest.raises(ValueError, match="at least one"):
+        CompressionMiddleware(PlainTextResponse("x"), encodings=[])
+    with pytest.raises(ValueError, match="zstd_level"):
+        CompressionMiddleware(PlainTextResponse("x"), zstd_level=22)
+
+
+def test_helpers() -> None:
+    assert available_encodings() == ("zstd", "br", "gzip")
+    assert _load("microasgi_no_such_module") is None
+    assert parse_accept_encoding("gzip;q=0.5, , BR;Q=2, zstd;level=3") == {
+        "gzip": 0.5,
+        "br": 1.0,
+        "zstd": 1.0,
+    }
+    middleware = CompressionMiddleware(PlainTextResponse("x"))
+    for _ in range(300):
+        middleware.choose(b"gzip, br;q=0.%d" % _)
+    assert len(middleware._choices) == 256
+    assert middleware.choose(b"gzip, br;q=0.299") == "gzip"

@@ -1,0 +1,257 @@
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from microasgi.app import App
+from microasgi.middleware import Middleware, SessionMiddleware
+from microasgi.middleware.sessions import b64decode, b64encode, sign, signing_keys
+from microasgi.requests import Request
+from microasgi.responses import PlainTextResponse
+from microasgi.testing import TestClient
+from microasgi.websockets import WebSocket
+
+ClientFactory = Callable[..., TestClient]
+
+
+def make_app(**options: Any) -> App:
+    options.setdefault("secret_key", "s3cret")
+    app = App(middleware=[Middleware(SessionMiddleware, **options)])
+
+    @app.get("/")
+    async def read(request: Request) -> dict[str, Any]:
+        return {"session": request.session}
+
+    @app.post("/set/{key}/{value}")
+    async def write(request: Request, key: str, value: str) -> dict[str, Any]:
+        request.session[key] = value
+        return {"session": request.session}
+
+    @app.post("/nested")
+    async def nested(request: Request) -> str:
+        request.session.setdefault("cart", []).append(len(request.session.get("cart", [])))
+        return "ok"
+
+    @app.post("/clear")
+    async def clear(request: Request) -> str:
+        request.session.clear()
+        return "cleared"
+
+    @app.post("/bad")
+    async def bad(request: Request) -> str:
+        request.session["when"] = object()
+        return "never"
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_json(websocket.session)
+        await websocket.close()
+
+    return app
+
+
+def set_cookie_headers(response: Any) -> list[str]:
+    return list(response.headers.get_list("set-cookie"))
+
+
+def test_a_session_round_trip(client_factory: ClientFactory) -> None:
+    with client_factory(make_app()) as client:
+        assert client.get("/").json() == {"session": {}}
+        response = client.post("/set/user/ann")
+        assert response.json() == {"session": {"user": "ann"}}
+        (header,) = set_cookie_headers(response)
+        assert header.startswith("session=")
+        assert "; Path=/; Max-Age=1209600; HttpOnly; SameSite=Lax" in header
+        assert "Secure" not in header
+        assert client.get("/").json() == {"session": {"user": "ann"}}
+
+
+def test_set_cookie_only_when_the_session_changed(client_factory: ClientFactory) -> None:
+    with client_factory(make_app()) as client:
+        assert set_cookie_headers(client.get("/")) == []
+        client.post("/set/a/1")
+        assert set_cookie_headers(client.get("/")) == []
+        assert set_cookie_headers(client.post("/set/a/1")) == []
+        assert len(set_cookie_headers(client.post("/set/a/2"))) == 1
+        assert len(set_cookie_headers(client.post("/nested"))) == 1
+        assert len(set_cookie_headers(client.post("/nested"))) == 1
+        assert client.get("/").json()["session"]["cart"] == [0, 1]
+
+
+def test_clearing_deletes_the_cookie(client_factory: ClientFactory) -> None:
+    with client_factory(make_app()) as client:
+        assert set_cookie_headers(client.post("/clear")) == []
+        client.post("/set/a/1")
+        (header,) = set_cookie_headers(client.post("/clear"))
+        assert header.startswith("session=; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970")
+        assert "session" not in client.cookies
+        assert client.get("/").json() == {"session": {}}
+
+
+def forge(payload: bytes, timestamp: int, key: str = "s3cret", name: str = "session") -> str:
+    encoded = b64encode(payload)
+    signature = sign(signing_keys(key, b"microasgi.sessions")[0], f"{name}.{encoded}.{timestamp}")
+    return f"{encoded}.{timestamp}.{signature}"
+
+
+@pytest.mark.parametrize(
+    "cookie",
+    [
+        "garbage",
+        "a.b.c",
+        "a.1.",
+        ".1.x",
+        forge(b'{"user":"ann"}', int(time.time()))[:-2] + "AA",
+        forge(b'{"user":"ann"}', int(time.time()), key="other key"),
+        forge(b'{"user":"ann"}', int(time.time()), name="other"),
+        forge(b'{"user":"ann"}', int(time.time()) - 15 * 24 * 3600),
+        forge(b'["not", "a", "dict"]', int(time.time())),
+        forge(b"{not json", int(time.time())),
+        forge(b'{"user":"ann"}', int(time.time())).replace(".", ".9", 1),
+        "x" * 10_000,
+        "\xe9.1.x",
+        "\xe9.1.\xe9",
+    ],
+)
+def test_bad_cookies_give_an_empty_session(client_factory: ClientFactory, cookie: str) -> None:
+    with client_factory(make_app()) as client:
+        response = client.get("/", headers={"cookie": f"session={cookie}".encode("latin-1")})
+        assert response.status_code == 200
+        assert response.json() == {"session": {}}
+
+
+def test_a_tampered_payload_is_refused(client_factory: ClientFactory) -> None:
+    with client_factory(make_app()) as client:
+        client.post("/set/role/user")
+        payload, timestamp, signature = client.cookies["session"].split(".")
+        session = base64.urlsafe_b64decode(payload + "==").replace(b"user", b"root")
+        tampered = f"{b64encode(session)}.{timestamp}.{signature}"
+        client.cookies.set("session", tampered)
+        assert client.get("/").json() == {"session": {}}
+
+
+def test_a_forged_cookie_with_the_right_key_is_accepted(client_factory: ClientFactory) -> None:
+    cookie = forge(b'{"user":"ann"}', int(time.time()))
+    with client_factory(make_app(), cookies={"session": cookie}) as client:
+        assert client.get("/").json() == {"session": {"user": "ann"}}
+
+
+def test_key_rotation(client_factory: ClientFactory) -> None:
+    old_cookie = forge(b'{"user":"ann"}', int(time.time()), key="old")
+    app = make_app(secret_key=["new", "old"])
+    with client_factory(app, cookies={"session": old_cookie}) as client:
+        assert client.get("/").json() == {"session": {"user": "ann"}}
+        client.post("/set/user/bob")
+    # NOTE: what is signed now verifies with the newest key alone.
+    with client_factory(make_app(secret_key="new"), cookies=client.cookies) as fresh:
+        assert fresh.get("/").json() == {"session": {"user": "bob"}}
+    with client_factory(make_app(secret_key="old"), cookies=client.cookies) as stale:
+        assert stale.get("/").json() == {"session": {}}
+
+
+def test_max_age_none_is_a_browser_session(client_factory: ClientFactory) -> None:
+    cookie = forge(b'{"user":"ann"}', 1)
+    with client_factory(make_app(max_age=None), cookies={"session": cookie}) as client:
+        assert client.get("/").json() == {"session": {"user": "ann"}}
+        (header,) = set_cookie_headers(client.post("/set/a/b"))
+        assert "Max-Age" not in header
+
+
+def test_cookie_attributes(client_factory: ClientFactory) -> None:
+    app = make_app(
+        session_cookie="__Host-sid",
+        same_site="none",
+        https_only=True,
+        http_only=False,
+        path="/",
+        max_age=60,
+    )
+    with client_factory(app, base_url="https://testserver") as client:
+        (header,) = set_cookie_headers(client.post("/set/a/1"))
+        assert header.startswith("__Host-sid=")
+        assert header.endswith("; Path=/; Max-Age=60; SameSite=None; Secure")
+        assert client.get("/").json() == {"session": {"a": "1"}}
+    app = make_app(domain="example.com", path="/app", same_site="strict")
+    with client_factory(app) as client:
+        (header,) = set_cookie_headers(client.post("/set/a/1"))
+        assert (
+            "; Path=/app; Domain=example.com; Max-Age=1209600; HttpOnly; SameSite=Strict" in header
+        )
+        value = header[len("session=") :].split(";")[0]
+        (header,) = set_cookie_headers(
+            client.post("/clear", headers={"cookie": f"session={value}"})
+        )
+        assert "Domain=example.com" in header
+
+
+def test_many_malformed_cookies_and_nameless_ones(client_factory: ClientFactory) -> None:
+    good = forge(b'{"user":"ann"}', int(time.time()), name="__Host-sid")
+    header = "; ".join(["x", "=", "a=b=c", "=__Host-sid=forged"] * 5_000 + [f"__Host-sid={good}"])
+    app = make_app(session_cookie="__Host-sid", https_only=True)
+    with client_factory(app, base_url="https://testserver") as client:
+        response = client.get("/", headers={"cookie": header})
+        assert response.json() == {"session": {"user": "ann"}}
+        response = client.get("/", headers={"cookie": "=__Host-sid=" + good})
+        assert response.json() == {"session": {}}
+
+
+def test_websockets_read_the_session(client_factory: ClientFactory) -> None:
+    cookie = forge(b'{"user":"ann"}', int(time.time()))
+    with client_factory(make_app(), cookies={"session": cookie}) as client:
+        with client.websocket_connect("/ws") as session:
+            assert session.receive_json() == {"user": "ann"}
+
+
+def test_request_session_without_the_middleware(client_factory: ClientFactory) -> None:
+    app = App()
+
+    @app.get("/")
+    async def read(request: Request) -> str:
+        return str(request.session)
+
+    with client_factory(app) as client, pytest.raises(RuntimeError, match="SessionMiddleware"):
+        client.get("/")
+
+
+def test_data_that_is_not_json(client_factory: ClientFactory) -> None:
+    with client_factory(make_app()) as client, pytest.raises(TypeError, match="JSON data"):
+        client.post("/bad")
+
+
+def test_a_session_too_large_for_a_cookie_is_logged(
+    client_factory: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    with client_factory(make_app()) as client, caplog.at_level(logging.WARNING, "microasgi"):
+        client.post("/set/big/" + "x" * 5000)
+    assert "past the 4096 that browsers keep" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"secret_key": ""}, "secret_key"),
+        ({"secret_key": []}, "secret_key"),
+        ({"session_cookie": "bad name"}, "session_cookie"),
+        ({"same_site": "sometimes"}, "same_site"),
+        ({"same_site": "none"}, "https_only=True"),
+        ({"path": "/; Domain=evil.com"}, "path"),
+        ({"domain": "a b"}, "domain"),
+    ],
+)
+def test_bad_options_are_refused(options: dict[str, Any], message: str) -> None:
+    options.setdefault("secret_key", "k")
+    with pytest.raises(ValueError, match=message):
+        SessionMiddleware(PlainTextResponse("x"), **options)
+
+
+def test_base64_helpers() -> None:
+    assert b64decode(b64encode(b"\xff\x00data")) == b"\xff\x00data"
+    with pytest.raises(ValueError, match="malformed"):
+        b64decode("a")
+    assert signing_keys(b"bytes key", b"p") == signing_keys("bytes key", b"p")

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from microasgi.app import App
+from microasgi.middleware import Middleware, TrustedHostMiddleware
+from microasgi.requests import Request
+from microasgi.responses import PlainTextResponse
+from microasgi.testing import TestClient, WebSocketDenied
+from microasgi.websockets import WebSocket
+
+from . import Server, http_scope
+
+ClientFactory = Callable[..., TestClient]
+
+
+def make_app(*hosts: str, **options: Any) -> App:
+    app = App(middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=hosts, **options)])
+
+    @app.get("/{path:path}")
+    async def index(request: Request, path: str) -> str:
+        return f"hello {request.url.hostname}"
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("in")
+        await websocket.close()
+
+    return app
+
+
+@pytest.mark.parametrize("host", ["example.com", "EXAMPLE.com", "example.com:8000", "example.com."])
+def test_allowed_hosts(client_factory: ClientFactory, host: str) -> None:
+    with client_factory(make_app("example.com")) as client:
+        response = client.get("/", headers={"host": host})
+        assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "exampleXcom",
+        "example.com.evil.com",
+        "evil.com",
+        "evilexample.com",
+        "sub.example.com",
+        "example.com@evil.com",
+        "example.com/evil",
+        "example.com:80:80",
+        "",
+    ],
+)
+def test_bypass_attempts_are_refused(client_factory: ClientFactory, host: str) -> None:
+    with client_factory(make_app("example.com")) as client:
+        response = client.get("/", headers={"host": host})
+        assert response.status_code == 400
+        assert response.json() == {"detail": "Invalid host header"}
+
+
+@pytest.mark.anyio
+async def test_no_host_header_with_a_forwarded_host_is_refused() -> None:
+    app = make_app("example.com")
+    server = Server()
+    scope = http_scope("/", headers=[("x-forwarded-host", "example.com")])
+    await app(scope, server.receive, server.send)
+    assert server.status == 400
+
+
+def test_a_forwarded_host_is_never_read(client_factory: ClientFactory) -> None:
+    with client_factory(make_app("example.com")) as client:
+        headers = {"host": "evil.com", "x-forwarded-host": "example.com"}
+        assert client.get("/", headers=headers).status_code == 400
+
+
+def test_wildcard_subdomains(client_factory: ClientFactory) -> None:
+    with client_factory(make_app("*.example.com")) as client:
+        assert client.get("/", headers={"host": "api.example.com"}).status_code == 200
+        assert client.get("/", headers={"host": "a.b.example.com"}).status_code == 200
+        for host in ("example.com", "evil.com", "api.example.com.evil", "apiXexample.com"):
+            assert client.get("/", headers={"host": host}).status_code == 400, host
+
+
+def test_any_host(client_factory: ClientFactory) -> None:
+    with client_factory(make_app("*")) as client:
+        assert client.get("/", headers={"host": "whatever.test"}).status_code == 200
+
+
+def test_ipv6_hosts(client_factory: ClientFactory) -> None:
+    with client_factory(make_app("[::1]")) as client:
+        assert client.get("/", headers={"host": "[::1]:8000"}).status_code == 200
+        assert client.get("/", headers={"host": "[::2]"}).status_code == 400
+
+
+def test_www_redirect(client_factory: ClientFactory) -> None:
+    with client_factory(make_app("www.example.com"), follow_redirects=False) as client:
+        response = client.get("/shop/items?q=1", headers={"host": "example.com"})
+        assert response.status_code == 307
+        assert response.headers["location"] == "http://www.example.com/shop/items?q=1"
+        response = client.get("/", headers={"host": "example.com:8080"})
+        assert response.headers["location"] == "http://www.example.com:8080/"
+    app = make_app("www.example.com", www_redirect=False)
+    with client_factory(app, follow_redirects=False) as client:
+        assert client.get("/", headers={"host": "example.com"}).status_code == 400
+
+
+def test_websocket_handshakes_are_checked(client_factory: ClientFactory) -> None:
+    with client_factory(make_app("example.com")) as client:
+        with client.websocket_connect("/ws", headers={"host": "example.com"}) as session:
+            assert session.receive_text() == "in"
+        with pytest.raises(WebSocketDenied) as denied:
+            with client.websocket_connect("/ws", headers={"host": "evil.com"}):
+                pass
+        assert denied.value.status_code == 400
+    with client_factory(make_app("www.example.com")) as client:
+        with pytest.raises(WebSocketDenied) as denied:
+            with client.websocket_connect("/ws", headers={"host": "example.com"}):
+                pass
+        assert denied.value.status_code == 307
+        assert denied.value.headers["location"] == "ws://www.example.com/ws"
+
+
+@pytest.mark.parametrize(
+    "pattern", ["exa*mple.com", "*example.com", "example.com/x", "a b", "*.*.com"]
+)
+def test_invalid_patterns_are_refused_at_setup(pattern: str) -> None:
+    with pytest.raises(ValueError, match=r"'\*\.example\.com'"):
+        TrustedHostMiddleware(PlainTextResponse("x"), allowed_hosts=[pattern])
