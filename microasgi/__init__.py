@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .app import App
 from .background import BackgroundTask, BackgroundTasks
 from .datastructures import URL, FormData, Headers, MutableHeaders, QueryParams, State, UploadFile
@@ -27,11 +30,32 @@ from .responses import (
     StreamingResponse,
 )
 from .routing import Host, Mount, Route, Router, WebSocketRoute
-from .sse import EventSourceResponse, ServerSentEvent
-from .staticfiles import FileResponse, StaticFiles
 from .websockets import WebSocket, WebSocketState
 
+if TYPE_CHECKING:
+    from .sse import EventSourceResponse, ServerSentEvent
+    from .staticfiles import FileResponse, StaticFiles
+
 __version__ = "0.1.0"
+
+# PERF: file serving and server-sent events load on first use, keeping `import microasgi`
+# fast for apps that need neither.
+_LAZY = {
+    "EventSourceResponse": ".sse",
+    "ServerSentEvent": ".sse",
+    "FileResponse": ".staticfiles",
+    "StaticFiles": ".staticfiles",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "URL",

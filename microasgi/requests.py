@@ -10,12 +10,12 @@ import orjson
 
 from .datastructures import URL, Address, FormData, Headers, QueryParams, State, parse_cookie
 from .exceptions import ClientDisconnect, HTTPException
-from .formparsers import FormReader, parse_form, tightened
 from .limits import limits_for
 from .types import Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from .app import App
+    from .formparsers import FormReader
 
 __all__ = ["HTTPConnection", "Request"]
 
@@ -262,6 +262,9 @@ class Request(HTTPConnection):
         the route's limits for this call, never raise them. The form is cached: later
         calls, from any Request over the same scope, return the same one.
         """
+
+        # PERF: the form parser (and python-multipart) loads on the first form.
+        from .formparsers import FormReader, parse_form, tightened
 
         async def load() -> FormData:
             form: FormData | None = self.scope.get(FORM_KEY)

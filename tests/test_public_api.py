@@ -74,3 +74,25 @@ def test_version_matches_the_changelog() -> None:
     released = [line for line in changelog.splitlines() if line.startswith("## [0")]
     if released:
         assert released[0].startswith(f"## [{microasgi.__version__}]")
+
+
+@pytest.mark.parametrize("name", ["microasgi", "microasgi.middleware"])
+def test_unknown_names_are_attribute_errors(name: str) -> None:
+    module = importlib.import_module(name)
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        module.Nope  # noqa: B018
+
+
+def test_import_is_light() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, microasgi; "
+        "print(','.join(m for m in ('python_multipart', 'hmac', 'gzip', 'mimetypes') "
+        "if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == ""

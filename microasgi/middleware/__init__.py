@@ -2,21 +2,50 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from microasgi.types import ASGIApp
 
-from .cors import CORSMiddleware
-from .csrf import CSRFMiddleware
-from .gzip import CompressionMiddleware, GZipMiddleware
-from .http import HTTPMiddleware
-from .httpsredirect import HTTPSRedirectMiddleware
-from .proxyheaders import ProxyHeadersMiddleware
-from .requestid import RequestIDFilter, RequestIDMiddleware
-from .sessions import SessionMiddleware
-from .timeout import TimeoutMiddleware
-from .trustedhost import TrustedHostMiddleware
+if TYPE_CHECKING:
+    from .cors import CORSMiddleware
+    from .csrf import CSRFMiddleware
+    from .gzip import CompressionMiddleware, GZipMiddleware
+    from .http import HTTPMiddleware
+    from .httpsredirect import HTTPSRedirectMiddleware
+    from .proxyheaders import ProxyHeadersMiddleware
+    from .requestid import RequestIDFilter, RequestIDMiddleware
+    from .sessions import SessionMiddleware
+    from .timeout import TimeoutMiddleware
+    from .trustedhost import TrustedHostMiddleware
+
+# PERF: the built-in layers load on first use, so `import microasgi` does not pay for
+# hashing, compression and the rest in apps that never use them.
+_BUILT_IN = {
+    "CORSMiddleware": ".cors",
+    "CSRFMiddleware": ".csrf",
+    "CompressionMiddleware": ".gzip",
+    "GZipMiddleware": ".gzip",
+    "HTTPMiddleware": ".http",
+    "HTTPSRedirectMiddleware": ".httpsredirect",
+    "ProxyHeadersMiddleware": ".proxyheaders",
+    "RequestIDFilter": ".requestid",
+    "RequestIDMiddleware": ".requestid",
+    "SessionMiddleware": ".sessions",
+    "TimeoutMiddleware": ".timeout",
+    "TrustedHostMiddleware": ".trustedhost",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _BUILT_IN.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CORSMiddleware",
