@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -16,6 +16,8 @@ from .routes import BaseRoute, Host, Mount, Route, WebSocketRoute
 from .tree import Leaf, RouteTree, parse_template
 
 __all__ = ["RouteTable", "Router"]
+
+ErrorHandler = Callable[[Exception, Scope, Receive, Send], Awaitable[None]]
 
 WEBSOCKET = "WEBSOCKET"
 """The method key of WebSocket routes in a leaf's handlers."""
@@ -103,6 +105,8 @@ class Router:
         self._frozen = False
         self.lifespan_handler: ASGIApp | None = None
         """Answers the lifespan scope; the App sets its own."""
+        self.error_handler: ErrorHandler | None = None
+        """Answers exceptions raised by routes; the App sets its exception handlers."""
         for route in routes or ():
             self.add(route)
 
@@ -333,27 +337,35 @@ class Router:
             return
         if not self._frozen:
             self.freeze()
-        path = scope["path"]
-        root_path = scope.get("root_path")
-        if root_path:
-            path = route_path(path, root_path)
-        if self._hosts and await self._dispatch_host(scope, receive, send):
-            return
-        found = self._tree.match(path, method)
-        if found is not None:
-            leaf, route, values, end = found
-            if route is not None:
-                if values:
-                    params = dict(zip(route.param_names, values))
-                    outer = scope.get("path_params")
-                    scope["path_params"] = {**outer, **params} if outer else params
-                if leaf.is_prefix:
-                    await self._call_mount(route, scope, receive, send, path[:end])
-                    return
-                scope["route"] = route
-                await route.app(scope, receive, send)
+        # NOTE: the app's exception handlers answer here, in the router's own frame, so
+        # that no extra layer sits between user middleware and the routes (a try costs
+        # nothing until something is raised).
+        try:
+            path = scope["path"]
+            root_path = scope.get("root_path")
+            if root_path:
+                path = route_path(path, root_path)
+            if self._hosts and await self._dispatch_host(scope, receive, send):
                 return
-        await self._no_route(found, path, method, scope, receive, send)
+            found = self._tree.match(path, method)
+            if found is not None:
+                leaf, route, values, end = found
+                if route is not None:
+                    if values:
+                        params = dict(zip(route.param_names, values))
+                        outer = scope.get("path_params")
+                        scope["path_params"] = {**outer, **params} if outer else params
+                    if leaf.is_prefix:
+                        await self._call_mount(route, scope, receive, send, path[:end])
+                        return
+                    scope["route"] = route
+                    await route.app(scope, receive, send)
+                    return
+            await self._no_route(found, path, method, scope, receive, send)
+        except Exception as exc:
+            if self.error_handler is None:
+                raise
+            await self.error_handler(exc, scope, receive, send)
 
     async def _call_mount(
         self, mount: Mount, scope: Scope, receive: Receive, send: Send, prefix: str
