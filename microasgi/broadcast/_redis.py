@@ -35,6 +35,11 @@ Faults:
   keeps nothing); with history, a client can resume from its last id.
 - A ``subscribe`` that Redis does not confirm within 2 s raises ``BroadcastUnavailable``.
 - ``disconnect`` cancels the reader and closes every connection without waiting on Redis.
+
+The pub/sub connection has no redis-py socket timeout; anyio deadlines bound its connect,
+writes and reads instead. redis-py enforces that timeout with ``asyncio.wait_for``, which on
+Python 3.11 writes in another task and can swallow a cancellation that lands as the write
+completes: the reader would outlive ``disconnect``.
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ _RECONNECT_MIN = 0.1
 _RECONNECT_MAX = 2.0
 _PING_INTERVAL = 5.0
 _SUBSCRIBE_TIMEOUT = 2.0
+_CANCEL_RETRY = 0.1  # disconnect repeats the reader's cancellation this often
 # NOTE: publishers wait for one of these connections rather than open one each: a burst
 # of a thousand publishes must not become a thousand connections to Redis.
 _POOL_SIZE = 32
@@ -168,9 +174,11 @@ class RedisBackend(Backend):
 
     async def disconnect(self) -> None:
         reader, self._reader = self._reader, None
-        if reader is not None:
+        # NOTE: a cancellation can be lost inside a dependency (see the module docstring),
+        # so it is repeated until the reader has ended; disconnect must never hang on it.
+        while reader is not None and not reader.done():
             reader.cancel()
-            await asyncio.wait([reader])
+            await asyncio.wait([reader], timeout=_CANCEL_RETRY)
         await self._close()
         self._refs.clear()
         self._pending.clear()
@@ -297,9 +305,10 @@ class RedisBackend(Backend):
         # until the reader replaces it and resubscribes.
         if conn is None or not conn.is_connected:
             return
-        # NOTE: shielded (and bounded by the command timeout) because redis-py closes a
-        # connection whose write is interrupted, which would cut off every subscriber.
-        with anyio.CancelScope(shield=True):
+        # NOTE: shielded because redis-py closes a connection whose write is interrupted,
+        # which would cut off every subscriber; bounded because a write that stalls that
+        # long means a dead connection, which redis-py then closes for the reader to replace.
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_COMMAND_TIMEOUT):
             try:
                 await conn.send_command(*args, check_health=False)
             except _FAULTS:
@@ -319,10 +328,14 @@ class RedisBackend(Backend):
 
     async def _read_forever(self, pool: ConnectionPool) -> None:
         self._backoff = _RECONNECT_MIN
+        # NOTE: no socket timeout on this connection, so that redis-py neither wraps its
+        # writes in asyncio.wait_for nor bounds its reads; our own deadlines do.
+        kwargs = {**pool.connection_kwargs, "socket_timeout": None}
         while True:
-            conn = pool.connection_class(**pool.connection_kwargs)
+            conn = pool.connection_class(**kwargs)
             try:
-                await conn.connect()  # type: ignore[no-untyped-call]  # unannotated upstream
+                with anyio.fail_after(_CONNECT_TIMEOUT + _COMMAND_TIMEOUT):
+                    await conn.connect()  # type: ignore[no-untyped-call]  # unannotated upstream
                 logger.debug("broadcast: pub/sub connection to Redis at %s open", self.where)
                 await self._serve(conn)
             except _FAULTS as exc:

@@ -125,7 +125,8 @@ async def test_cancelled_subscriber_leaves_no_task_and_no_redis_subscription(
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(listen)
-            await entered.wait()
+            with anyio.fail_after(5):
+                await entered.wait()
             assert await numsub(raw, "c") == 1
             tg.cancel_scope.cancel()
         await wait_for_numsub(raw, "c", 0)
@@ -422,6 +423,32 @@ async def test_disconnect_while_a_subscribe_waits(redis_server: RedisServer) -> 
         assert subscription is not None
     finally:
         redis_server.resume()
+
+
+async def disconnect_within(broadcast: Broadcast, seconds: float) -> None:
+    """Fail, instead of hanging, if ``disconnect()`` (shielded) does not return in time."""
+    task = asyncio.ensure_future(broadcast.disconnect())
+    done, _ = await asyncio.wait([task], timeout=seconds)
+    assert done, f"disconnect() did not return within {seconds:g} s"
+    task.result()
+
+
+async def test_disconnect_ends_the_reader_whatever_it_is_doing(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reader is caught connecting, reading, or writing a PING (every 2 ms here): a
+    # cancellation that lands as a write completes must not leave it running.
+    monkeypatch.setattr(redis_backend, "_PING_INTERVAL", 0.002)
+    for attempt in range(150):
+        broadcast = Broadcast(redis_server.url)
+        await broadcast.connect()
+        try:
+            if attempt % 3:
+                async with broadcast.subscribe("c"):
+                    await anyio.sleep(0.001 * (attempt % 7))
+        finally:
+            await disconnect_within(broadcast, 2)
+        assert not [t for t in asyncio.all_tasks() if t.get_name() == "microasgi.broadcast"]
 
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])
