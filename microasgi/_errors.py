@@ -23,10 +23,10 @@ from .concurrency import run_in_threadpool
 from .exceptions import HTTPException, WebSocketException
 from .requests import Request
 from .responses import HTMLResponse, PlainTextResponse, Response
-from .types import ASGIApp, Message, Receive, Scope, Send
+from .types import Message, Receive, Scope, Send
 from .websockets import answer_error, close_quietly, connection_of, refuse
 
-__all__ = ["ExceptionHandler", "ExceptionLayer", "handle_server_error"]
+__all__ = ["ExceptionHandler", "ExceptionHandlers", "handle_server_error"]
 
 logger = logging.getLogger("microasgi")
 
@@ -40,26 +40,21 @@ REPORTED_EXCEPTION = "microasgi.reported_exception"
 """Scope key: the exception the inner layer already logged and answered."""
 
 
-class ExceptionLayer:
-    """Turn exceptions into responses: registered handlers, HTTPException, or a 500."""
+class ExceptionHandlers:
+    """Turn exceptions into responses: registered handlers, HTTPException, or a 500.
+
+    The router calls ``handle`` for what its routes raise (``Router.error_handler``).
+    """
 
     def __init__(
         self,
-        app: ASGIApp,
         handlers: Mapping[int | type[BaseException], ExceptionHandler],
         *,
         debug: bool = False,
     ) -> None:
-        self.app = app
         self.debug = debug
         self.status_handlers = {k: v for k, v in handlers.items() if isinstance(k, int)}
         self.class_handlers = {k: v for k, v in handlers.items() if not isinstance(k, int)}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await self.app(scope, receive, send)
-        except Exception as exc:
-            await self.handle(exc, scope, receive, send)
 
     async def handle(self, exc: Exception, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer ``exc`` raised while serving ``scope``; re-raise it outside http/websocket.

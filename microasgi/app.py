@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, TypeVar
 
-from ._errors import ExceptionHandler, ExceptionLayer, handle_server_error
+from ._errors import ExceptionHandler, ExceptionHandlers, handle_server_error
 from .concurrency import watch_event_loop
 from .datastructures import State
 from .exceptions import SetupError
@@ -121,7 +121,7 @@ class App:
         if self._built:
             return
         self.router.freeze(self.limits)
-        handlers = ExceptionLayer(self.router, self.exception_handlers, debug=self.debug)
+        handlers = ExceptionHandlers(self.exception_handlers, debug=self.debug)
         self.router.error_handler = handlers.handle
         self._app = build_stack(self.router, self.user_middleware)
         self._built = True

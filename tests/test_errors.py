@@ -172,9 +172,9 @@ async def test_error_while_sending_the_500_body_propagates() -> None:
 
 @pytest.mark.anyio
 async def test_lifespan_errors_are_not_answered_as_http() -> None:
-    from microasgi._errors import ExceptionLayer, handle_server_error
+    from microasgi._errors import ExceptionHandlers, handle_server_error
 
-    layer = ExceptionLayer(PlainTextResponse("x"), {})
+    layer = ExceptionHandlers({})
     with pytest.raises(KeyError):
         await layer.handle(KeyError("k"), {"type": "lifespan"}, None, None)  # type: ignore[arg-type]
     with pytest.raises(KeyError):

@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from microasgi._errors import ExceptionLayer
+from microasgi._errors import ExceptionHandlers
 from microasgi.app import App
 from microasgi.exceptions import WebSocketDisconnect, WebSocketException
 from microasgi.limits import Limits
@@ -784,10 +784,14 @@ async def run_endpoint(
     param_names: tuple[str, ...] = (),
     **scope_options: Any,
 ) -> None:
-    # The endpoint lets exceptions out; the app's error layer answers them, as in an App.
-    app = ExceptionLayer(build_websocket_endpoint(handler, param_names), {})
+    # The endpoint lets exceptions out; the app's exception handlers answer them, as in an App.
+    app = build_websocket_endpoint(handler, param_names)
+    scope = make_scope(**scope_options)
     with anyio.fail_after(5):
-        await app(make_scope(**scope_options), server.receive, server.send)
+        try:
+            await app(scope, server.receive, server.send)
+        except Exception as exc:
+            await ExceptionHandlers({}).handle(exc, scope, server.receive, server.send)
 
 
 @pytest.mark.anyio
