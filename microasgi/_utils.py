@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["callable_name", "escape_for_log", "is_async_callable"]
+__all__ = ["callable_name", "escape_for_log", "is_async_callable", "lazy_attributes"]
 
 
 def is_async_callable(obj: Any) -> bool:
@@ -32,3 +34,17 @@ def escape_for_log(text: str, limit: int = 1024) -> str:
     # SECURITY: CR/LF and ANSI escapes from a client must never reach a log line raw.
     escaped = text[:limit].encode("unicode_escape", "backslashreplace").decode("ascii")
     return escaped + ("..." if len(text) > limit else "")
+
+
+def lazy_attributes(package: str, names: Mapping[str, str]) -> Callable[[str], Any]:
+    """Return a module ``__getattr__`` importing ``names`` (name -> submodule) on first use."""
+
+    def __getattr__(name: str) -> Any:
+        module = names.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module, package), name)
+        setattr(sys.modules[package], name, value)
+        return value
+
+    return __getattr__

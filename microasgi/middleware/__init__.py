@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from microasgi._utils import lazy_attributes
 from microasgi.types import ASGIApp
 
 if TYPE_CHECKING:
@@ -38,13 +38,7 @@ _BUILT_IN = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _BUILT_IN.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _BUILT_IN)
 
 
 __all__ = [
