@@ -1,4 +1,4 @@
-"""The microasgi showcase: `make demo` serves it on http://127.0.0.1:8000."""
+"""A tour of the basics: `microasgi run examples.hello:app` serves it on http://127.0.0.1:8000."""
 
 from __future__ import annotations
 
