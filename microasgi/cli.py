@@ -25,6 +25,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--reload", action="store_true", help="restart when the code changes")
     run.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     run.add_argument("--server", choices=SERVERS, default="uvicorn", help="default uvicorn")
+    run.add_argument(
+        "--graceful-timeout",
+        type=int,
+        metavar="SECONDS",
+        help="at shutdown, close connections still open (WebSockets, event streams) after this",
+    )
     return parser
 
 
@@ -36,19 +42,29 @@ def build_command(args: argparse.Namespace) -> list[str]:
         raise SystemExit("microasgi run: --workers must be at least 1")
     if args.reload and args.workers > 1:
         raise SystemExit("microasgi run: --reload and --workers > 1 cannot be combined")
+    if args.graceful_timeout is not None and args.graceful_timeout < 0:
+        raise SystemExit("microasgi run: --graceful-timeout must not be negative")
     bind = ["--host", args.host, "--port", str(args.port)]
     if args.server == "uvicorn":
         command = ["-m", "uvicorn", args.app, *bind, "--workers", str(args.workers)]
-        command += ["--reload"] if args.reload else []
     elif args.server == "granian":
         command = ["-m", "granian", "--interface", "asgi", *bind, "--workers", str(args.workers)]
-        command += ["--reload"] if args.reload else []
-        command.append(args.app)
     else:
         command = ["-m", "hypercorn", args.app, "--bind", _bind(args.host, args.port)]
         command += ["--workers", str(args.workers)]
-        command += ["--reload"] if args.reload else []
+    command += ["--reload"] if args.reload else []
+    if args.graceful_timeout is not None:
+        command += [_GRACEFUL_OPTION[args.server], str(args.graceful_timeout)]
+    if args.server == "granian":
+        command.append(args.app)  # NOTE: granian takes the app after its options
     return [sys.executable, *command]
+
+
+_GRACEFUL_OPTION = {
+    "uvicorn": "--timeout-graceful-shutdown",
+    "granian": "--workers-kill-timeout",
+    "hypercorn": "--graceful-timeout",
+}
 
 
 def _bind(host: str, port: int) -> str:

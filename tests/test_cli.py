@@ -64,11 +64,27 @@ def test_granian_and_hypercorn_commands() -> None:
 
 
 @pytest.mark.parametrize(
+    ("server", "option"),
+    [
+        ("uvicorn", "--timeout-graceful-shutdown"),
+        ("granian", "--workers-kill-timeout"),
+        ("hypercorn", "--graceful-timeout"),
+    ],
+)
+def test_graceful_timeout(server: str, option: str) -> None:
+    command = command_for("m:app", "--server", server, "--graceful-timeout", "5")
+    assert command[command.index(option) + 1] == "5"
+    assert "m:app" in command
+    assert option not in command_for("m:app", "--server", server)
+
+
+@pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["nocolon"], "module:attribute"),
         (["m:a", "--workers", "0"], "at least 1"),
         (["m:a", "--workers", "2", "--reload"], "cannot be combined"),
+        (["m:a", "--graceful-timeout", "-1"], "must not be negative"),
     ],
 )
 def test_invalid_arguments(argv: list[str], message: str) -> None:
