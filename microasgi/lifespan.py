@@ -14,7 +14,14 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from ._utils import is_async_callable
 from .types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["Hook", "LifespanFactory", "child_lifespan", "combine", "serve_lifespan"]
+__all__ = [
+    "Hook",
+    "LifespanFactory",
+    "acknowledge_lifespan",
+    "child_lifespan",
+    "combine",
+    "serve_lifespan",
+]
 
 logger = logging.getLogger("microasgi")
 
@@ -92,6 +99,17 @@ async def serve_lifespan(
         await send({"type": failed, "message": text})
         raise
     await send({"type": "lifespan.shutdown.complete"})
+
+
+async def acknowledge_lifespan(receive: Receive, send: Send) -> None:
+    """Answer the lifespan protocol for an app that has nothing to start or stop."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 def child_lifespan(app: ASGIApp, state: dict[str, Any]) -> LifespanFactory:

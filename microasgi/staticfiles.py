@@ -19,6 +19,7 @@ from microasgi.app import App
 from microasgi.background import BackgroundTask
 from microasgi.datastructures import encode_header
 from microasgi.exceptions import HTTPException
+from microasgi.lifespan import acknowledge_lifespan
 from microasgi.limits import limits_for
 from microasgi.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from microasgi.routing.router import route_path
@@ -408,16 +409,6 @@ def _package_directory(package: str | tuple[str, str]) -> str:
     return directory
 
 
-async def _acknowledge_lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
 _Found = tuple[str, os.stat_result, int]
 """A file to serve: its path, its stat result and the status to send it with."""
 _REDIRECT = "redirect"
@@ -469,7 +460,7 @@ class StaticFiles:
             if scope["type"] == "websocket":
                 await websocket_not_found(scope, receive, send)
             elif scope["type"] == "lifespan":
-                await _acknowledge_lifespan(receive, send)
+                await acknowledge_lifespan(receive, send)
             return
         try:
             response = await self.get_response(self.get_path(scope), scope)

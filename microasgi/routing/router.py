@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import quote
 
 from microasgi.exceptions import HTTPException, NoMatchFound, RouteConflictError, SetupError
+from microasgi.lifespan import acknowledge_lifespan
 from microasgi.limits import Limits
 from microasgi.middleware import Middleware
 from microasgi.types import ASGIApp, HandlerT, Message, Receive, Scope, Send
@@ -447,13 +448,7 @@ class Router:
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         # NOTE: a Router served on its own has no lifespan work; it only acknowledges.
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await acknowledge_lifespan(receive, send)
 
     def __repr__(self) -> str:
         return f"<Router with {len(self._routes)} routes>"

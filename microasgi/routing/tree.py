@@ -173,6 +173,11 @@ class Leaf:
         self.template_key = template_key
         self.is_prefix = is_prefix
 
+    def handler_for(self, method: str) -> Any:
+        """The handler for ``method``, else the any-method one (``"*"``), else None."""
+        handler = self.handlers.get(method)
+        return handler if handler is not None else self.handlers.get("*")
+
     def __repr__(self) -> str:
         kind = "prefix " if self.is_prefix else ""
         return f"<Leaf {kind}{self.template.template!r} {sorted(self.handlers)}>"
@@ -331,6 +336,7 @@ class RouteTree:
                 # root's prefix is no match for "", which does not start with "/").
                 leaf = node.leaf or (node.prefix_leaf if path else None)
         if leaf is not None:
+            # PERF: Leaf.handler_for() inlined: this runs for every request.
             handlers = leaf.handlers
             handler = handlers.get(method)
             if handler is None:
@@ -349,10 +355,7 @@ class RouteTree:
         """
         leaf = node.prefix_leaf
         if leaf is not None:
-            handlers = leaf.handlers
-            handler = handlers.get(method)
-            if handler is None:
-                handler = handlers.get("*")
+            handler = leaf.handler_for(method)
             if handler is not None:
                 return leaf, handler, values, len("/".join(parts[: node.depth]))
         return self._search(path, method)
@@ -361,10 +364,7 @@ class RouteTree:
         """Try every leaf that matches ``path``, best first (see ``match``)."""
         first: MatchResult | None = None
         for leaf, values, end in self.candidates(path):
-            handlers = leaf.handlers
-            handler = handlers.get(method)
-            if handler is None:
-                handler = handlers.get("*")
+            handler = leaf.handler_for(method)
             if handler is not None:
                 return leaf, handler, values, end
             if first is None:

@@ -14,8 +14,8 @@ from redis.asyncio import Redis
 
 from microasgi.broadcast import Broadcast, BroadcastUnavailable, Subscription
 from microasgi.broadcast import _redis as redis_backend
-from tests.broadcast.conftest import RedisServer
 from tests.broadcast.test_broadcast import take
+from tests.support import RedisServer
 
 pytestmark = pytest.mark.anyio
 

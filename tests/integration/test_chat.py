@@ -18,9 +18,8 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.broadcast.conftest import RedisServer
 from tests.integration.servers import ServerProcess, require_module, serve, server_argv
-from tests.support import free_port, require_executable
+from tests.support import RedisServer, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -32,23 +31,12 @@ from websockets.sync.client import ClientConnection, connect  # noqa: E402
 APP = "examples.chat.app:app"
 
 
-@pytest.fixture
-def redis() -> Iterator[RedisServer]:
-    """A redis-server on a free loopback port (in CI a missing one fails, never skips)."""
-    server = RedisServer(require_executable("redis-server"), free_port())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @contextmanager
-def chat(redis: RedisServer, log: Path) -> Iterator[ServerProcess]:
-    """One process of the chat app under uvicorn, using ``redis``."""
+def chat(redis_server: RedisServer, log: Path) -> Iterator[ServerProcess]:
+    """One process of the chat app under uvicorn, using ``redis_server``."""
     port = free_port()
     argv = server_argv("uvicorn", APP, port)
-    with serve(argv, log, port=port, env={"REDIS_URL": redis.url}) as server:
+    with serve(argv, log, port=port, env={"REDIS_URL": redis_server.url}) as server:
         yield server
 
 
@@ -114,8 +102,11 @@ def first_events(server: ServerProcess, count: int) -> list[dict[str, Any]]:
     return events
 
 
-def test_two_processes_share_rooms_through_redis(redis: RedisServer, tmp_path: Path) -> None:
-    with chat(redis, tmp_path / "one.log") as one, chat(redis, tmp_path / "two.log") as two:
+def test_two_processes_share_rooms_through_redis(redis_server: RedisServer, tmp_path: Path) -> None:
+    with (
+        chat(redis_server, tmp_path / "one.log") as one,
+        chat(redis_server, tmp_path / "two.log") as two,
+    ):
         with connect(url(one, "ada")) as ada_ws, connect(url(two, "bob")) as bob_ws:
             ada, bob = Client(ada_ws), Client(bob_ws)
             # The member list spans both processes.
@@ -154,22 +145,25 @@ def test_two_processes_share_rooms_through_redis(redis: RedisServer, tmp_path: P
         assert "Traceback" not in text, text
 
 
-def test_delivery_resumes_after_a_redis_restart(redis: RedisServer, tmp_path: Path) -> None:
-    with chat(redis, tmp_path / "one.log") as one, chat(redis, tmp_path / "two.log") as two:
+def test_delivery_resumes_after_a_redis_restart(redis_server: RedisServer, tmp_path: Path) -> None:
+    with (
+        chat(redis_server, tmp_path / "one.log") as one,
+        chat(redis_server, tmp_path / "two.log") as two,
+    ):
         with connect(url(one, "ada")) as ada_ws, connect(url(two, "bob")) as bob_ws:
             ada, bob = Client(ada_ws), Client(bob_ws)
             ada.until(members("ada", "bob"))
             ada.say("before the restart")
             bob.until(said("before the restart"))
 
-            redis.stop()
+            redis_server.stop()
             # Publishing gives up within its retry budget (2 s): the sender is told, and
             # the connections stay open.
             ada.say("while Redis is down")
             ada.until(lambda client: bool(client.errors), timeout=10)
             assert "not sent" in ada.errors[0].lower()
 
-            redis.start()  # the same port, empty: no persistence
+            redis_server.start()  # the same port, empty: no persistence
             for sender, receiver, name in ((ada, bob, "ada"), (bob, ada, "bob")):
                 deadline = time.monotonic() + 20
                 attempt = 0

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.broadcast.conftest import RedisServer
 from tests.integration.servers import ServerProcess, require_module, serve, server_argv
-from tests.support import free_port, require_executable
+from tests.support import RedisServer, free_port, require_executable
 
 pytestmark = pytest.mark.integration
 
@@ -111,16 +110,6 @@ def server(pages: Pages, tmp_path: Path) -> Iterator[ServerProcess]:
             pages.close()
 
 
-@pytest.fixture
-def redis() -> Iterator[RedisServer]:
-    server = RedisServer(require_executable("redis-server"), free_port())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def join(page: Page, base: str, nick: str, room: str, *, watch: bool = False) -> None:
     page.goto(base + "/")
     page.fill("#nick", nick)
@@ -201,10 +190,10 @@ def test_the_page_refuses_bad_input_with_the_server_s_reason(
 
 
 def test_a_page_catches_up_after_its_server_restarts(
-    pages: Pages, redis: RedisServer, tmp_path: Path
+    pages: Pages, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     """Two processes share Redis; ada's process restarts while bob, on the other, speaks."""
-    env = {"REDIS_URL": redis.url}
+    env = {"REDIS_URL": redis_server.url}
     port = free_port()
     ada = pages.open()
     other = free_port()
