@@ -16,7 +16,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
 import anyio
@@ -252,15 +252,15 @@ class WebSocket(HTTPConnection):
 
     def iter_text(self) -> AsyncIterator[str]:
         """Iterate over text messages until the client disconnects."""
-        return _Messages(self, "text")
+        return _unfinalized(_messages(self, "text", None))
 
     def iter_bytes(self) -> AsyncIterator[bytes]:
         """Iterate over binary messages until the client disconnects."""
-        return _Messages(self, "bytes")
+        return _unfinalized(_messages(self, "bytes", None))
 
     def iter_json(self, mode: str = "text") -> AsyncIterator[Any]:
         """Iterate over JSON messages until the client disconnects."""
-        return _JSONMessages(self, _data_key(mode))
+        return _unfinalized(_messages(self, _data_key(mode), _loads))
 
     # -- sending --------------------------------------------------------------------
 
@@ -417,67 +417,66 @@ class WebSocket(HTTPConnection):
         await self.send(message)
 
 
-class _Messages:
-    """The data of received messages, until the client disconnects.
-
-    A plain async iterator rather than an async generator: leaving the loop early needs
-    no finalization (trio warns about async generators collected unfinished).
-    """
-
-    __slots__ = ("_key", "_receive", "_short", "_websocket")
-
-    def __init__(self, websocket: WebSocket, key: str) -> None:
-        self._websocket = websocket
-        self._key = key
-        idle_timeout = websocket._idle_timeout
-        max_size = websocket._max_size
-        self._receive: Receive = websocket._receive
-        if idle_timeout is not None:
-            self._receive = functools.partial(websocket._receive_or_idle, idle_timeout)
-        if idle_timeout is not None or websocket._max_rate is not None:
-            self._short = -1  # every message is counted by _admit()
-        elif max_size is None:
-            self._short = sys.maxsize
-        else:
-            # PERF: data this short is within max_message_size whatever it holds (a
-            # character is at most 4 bytes in UTF-8), so the fast path compares lengths.
-            self._short = max_size // 4 if key == "text" else max_size
-
-    def __aiter__(self) -> _Messages:
-        return self
-
-    async def __anext__(self) -> Any:
-        websocket = self._websocket
+async def _messages(
+    websocket: WebSocket, key: str, decode: Callable[[Any], Any] | None
+) -> AsyncGenerator[Any, None]:
+    """Yield the data of received messages (decoded by ``decode``) until the client goes."""
+    idle_timeout = websocket._idle_timeout
+    max_size = websocket._max_size
+    receive: Receive = websocket._receive
+    if idle_timeout is not None:
+        receive = functools.partial(websocket._receive_or_idle, idle_timeout)
+    if idle_timeout is not None or websocket._max_rate is not None:
+        short = -1  # every message is counted by _admit()
+    elif max_size is None:
+        short = sys.maxsize
+    else:
+        # PERF: data this short is within max_message_size whatever it holds (a
+        # character is at most 4 bytes in UTF-8), so the fast path compares lengths.
+        short = max_size // 4 if key == "text" else max_size
+    while True:
         if websocket.client_state is _CONNECTED and websocket.application_state is _CONNECTED:
             # PERF: receive() inlined: one await per message, as raw ASGI has.
             try:
-                message = await self._receive()
+                message = await receive()
             except WebSocketDisconnect:  # closed for being idle
-                raise StopAsyncIteration from None
-            data = message.get(self._key)
+                return
+            data = message.get(key)
             # NOTE: only "websocket.receive" carries "text" or "bytes".
-            if data is not None and len(data) <= self._short:
-                return data
+            if data is not None and len(data) <= short:
+                yield data if decode is None else decode(data)
+                continue
             broken = websocket._admit(message)
             if broken is not None:
                 try:
                     await websocket._close_for_limit(*broken)
                 except WebSocketDisconnect:
-                    raise StopAsyncIteration from None
+                    return
         elif websocket.client_state is _DISCONNECTED:
-            raise StopAsyncIteration
+            return
         else:  # before accept() (an error) or after close() (the remaining messages)
             message = await websocket._receive_outside_session()
         if message["type"] == _DISCONNECT:
-            raise StopAsyncIteration
-        return _data(message, self._key)
+            return
+        data = _data(message, key)
+        yield data if decode is None else decode(data)
 
 
-class _JSONMessages(_Messages):
-    __slots__ = ()
+def _unfinalized(messages: AsyncGenerator[Any, None]) -> AsyncIterator[Any]:
+    """Return ``messages`` with no event-loop finalizer attached.
 
-    async def __anext__(self) -> Any:
-        return _loads(await _Messages.__anext__(self))
+    A handler may leave ``async for`` early, and the generator is then collected
+    unfinished: the event loop's finalizer would schedule an ``aclose()`` (trio also warns).
+    This generator holds nothing to clean up, so Python's own closing is enough.
+    """
+    hooks = sys.get_asyncgen_hooks()
+    sys.set_asyncgen_hooks(None, None)
+    try:
+        # NOTE: the first asend() call, not its await, fixes the generator's hooks.
+        _ = messages.asend(None)
+    finally:
+        sys.set_asyncgen_hooks(*hooks)
+    return messages
 
 
 _HINTS = {
