@@ -10,7 +10,6 @@ except to microasgi's test client, which asks for it to re-raise it in the test.
 
 from __future__ import annotations
 
-import html
 import logging
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
@@ -181,6 +180,8 @@ def error_response(exc: Exception, scope: Scope, *, debug: bool) -> Response:
 
 
 def _debug_page(exc: Exception, text: str) -> str:
+    import html  # PERF: imported on first use, to keep `import microasgi` light
+
     title = html.escape(f"{type(exc).__name__}: {exc}")
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>500 Internal Server Error"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import ipaddress
 import re
-import tempfile
 from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, Sequence, ValuesView
 from operator import itemgetter
 from typing import Any, BinaryIO, NamedTuple, TypeVar, cast
@@ -50,6 +49,12 @@ _HOST_RE = re.compile(
 _PATH_SAFE = "/:@!$&'()*+,;="
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _WEBSOCKET_SCHEMES = {"http": "ws", "https": "wss"}
+
+
+def _spooled_file_type() -> type[Any]:
+    import tempfile  # PERF: imported on first use, to keep `import microasgi` light
+
+    return tempfile.SpooledTemporaryFile
 
 
 def _is_valid_host(host: str) -> bool:
@@ -451,14 +456,14 @@ class UploadFile:
         # NOTE: `_rolled` and `_max_size` are SpooledTemporaryFile internals that typeshed
         # does not declare, hence the Any.
         file: Any = self.file
-        if isinstance(file, tempfile.SpooledTemporaryFile):
-            return not file._rolled  # type: ignore[attr-defined]
+        if isinstance(file, _spooled_file_type()):
+            return not file._rolled
         return isinstance(file, io.BytesIO)
 
     def _will_roll(self, size_to_add: int) -> bool:
         file: Any = self.file
-        if isinstance(file, tempfile.SpooledTemporaryFile) and not file._rolled:  # type: ignore[attr-defined]
-            max_size: int = file._max_size  # type: ignore[attr-defined]
+        if isinstance(file, _spooled_file_type()) and not file._rolled:
+            max_size: int = file._max_size
             # NOTE: 0 means "never roll", as in SpooledTemporaryFile itself.
             return bool(max_size) and file.tell() + size_to_add > max_size
         return not self._in_memory

@@ -6,8 +6,6 @@ import re
 import time
 from collections.abc import AsyncIterable, Iterable, Mapping
 from datetime import datetime
-from email.utils import format_datetime, formatdate
-from http.cookies import _quote as _quote_cookie_value
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -219,6 +217,9 @@ def _checked(attribute: str, value: str) -> str:
 
 
 def _cookie_expires(expires: datetime | str | int) -> str:
+    # PERF: imported on first use, to keep `import microasgi` light.
+    from email.utils import format_datetime, formatdate
+
     if isinstance(expires, datetime):
         return format_datetime(expires, usegmt=True)
     if isinstance(expires, int):
@@ -243,6 +244,8 @@ def _cookie_header(
         raise ValueError(f"Invalid cookie name {key!r}: use letters, digits and !#$%&'*+-.^_`|~")
     # NOTE: the same quoting and attribute order as `http.cookies.SimpleCookie`, so cookies
     # read the same by every client; quoting turns CR/LF in the value into octal escapes.
+    from http.cookies import _quote as _quote_cookie_value  # PERF: imported on first use
+
     parts = [f"{key}={_quote_cookie_value(value)}"]
     if domain is not None:
         parts.append(f"Domain={_checked('domain', domain)}")

@@ -7,7 +7,6 @@ import math
 import re
 import uuid
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any, Final
 
 from microasgi.exceptions import RouteTemplateError
@@ -115,6 +114,8 @@ class _FloatConverter(Converter):
         # spells it without an exponent, which the float pattern does not accept. The ".0"
         # stays so that 1.0 is not written "1", which an int route would take first.
         # abs() turns -0.0 into 0.0.
+        from decimal import Decimal  # PERF: imported on first use
+
         text = format(Decimal(repr(abs(number))), "f")
         return text if "." in text else text + ".0"
 
