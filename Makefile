@@ -45,12 +45,13 @@ check: lint typecheck docs
 ## test: everything CI runs: linters, type checks, docs build, the whole suite with coverage
 test: $(STAMP) services lint typecheck docs pytest
 
-## bench: benchmarks beside the peers; writes docs/benchmarks.md (and a plot), uploads.md, fanout.md
+## bench: benchmarks beside the peers; writes docs/benchmarks.md (and a plot), uploads.md, fanout.md, startup.md
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) benchmarks/run.py --output docs/benchmarks.md
 	$(PY) benchmarks/uploads.py --output docs/uploads.md
 	$(PY) benchmarks/fanout.py --output docs/fanout.md
+	$(PY) benchmarks/startup.py --output docs/startup.md
 
 clean:
 	rm -rf $(VENV) site .coverage .mypy_cache .ruff_cache
