@@ -86,7 +86,8 @@ _FAULTS = (RedisConnectionError, RedisTimeoutError, OSError)
 _STR = b"\x01"
 _BYTES = b"\x02"
 _STREAM_TAGS = {_STR: b"s", _BYTES: b"b"}
-_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+# NOTE: "0" (before every id) replays all that is kept, as on the memory backend.
+_ID = re.compile(r"0|[0-9]{1,20}-[0-9]{1,20}")
 _RAW_ID = re.compile(rb"[0-9]+-[0-9]+")
 
 # NOTE: XADD and PUBLISH in one script so that the stream and live delivery agree.
@@ -248,7 +249,7 @@ class RedisBackend(Backend):
         ]
 
     def check_id(self, event_id: str) -> str:
-        return check_id(event_id, _ID, '"<milliseconds>-<sequence>" (a Redis stream id)')
+        return check_id(event_id, _ID, '"<milliseconds>-<sequence>" (a Redis stream id) or "0"')
 
     # Subscriptions ------------------------------------------------------------------------
 

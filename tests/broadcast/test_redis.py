@@ -79,6 +79,9 @@ async def test_history_lives_in_a_redis_stream(redis_server: RedisServer, raw: R
         ]
         history = await broadcast.history("c")
         assert [(e.message, e.id) for e in history] == [("text", first), (b"bytes", second)]
+        assert await broadcast.history("c", last_id="0") == history
+        async with broadcast.subscribe("c", last_id="0") as sub:
+            assert await take(sub, 2) == history
         with pytest.raises(ValueError, match="Redis stream id"):
             await broadcast.history("c", last_id="5")
 
