@@ -434,6 +434,7 @@ async def _messages(
         # PERF: data this short is within max_message_size whatever it holds (a
         # character is at most 4 bytes in UTF-8), so the fast path compares lengths.
         short = max_size // 4 if key == "text" else max_size
+    yield None  # NOTE: the step _unfinalized() takes; the handler never sees it.
     while True:
         if websocket.client_state is _CONNECTED and websocket.application_state is _CONNECTED:
             # PERF: receive() inlined: one await per message, as raw ASGI has.
@@ -463,17 +464,19 @@ async def _messages(
 
 
 def _unfinalized(messages: AsyncGenerator[Any, None]) -> AsyncIterator[Any]:
-    """Return ``messages`` with no event-loop finalizer attached.
+    """Return ``messages``, stepped to its first ``yield`` with no event-loop hooks.
 
     A handler may leave ``async for`` early, and the generator is then collected
     unfinished: the event loop's finalizer would schedule an ``aclose()`` (trio also warns).
-    This generator holds nothing to clean up, so Python's own closing is enough.
+    This generator holds nothing to clean up, so Python's own closing is enough. A
+    generator takes the hooks in force at its first step, which needs no event loop here.
     """
     hooks = sys.get_asyncgen_hooks()
     sys.set_asyncgen_hooks(None, None)
     try:
-        # NOTE: the first asend() call, not its await, fixes the generator's hooks.
-        _ = messages.asend(None)
+        messages.asend(None).send(None)
+    except StopIteration:
+        pass
     finally:
         sys.set_asyncgen_hooks(*hooks)
     return messages
