@@ -6,6 +6,8 @@ from it (a registered handler's, or the default 500) still passes through user m
 outermost layer. Either way an unhandled exception is logged once, with its traceback, on
 the ``microasgi`` logger, and is not re-raised to the server (which would log it again),
 except to microasgi's test client, which asks for it to re-raise it in the test.
+A ``ClientDisconnect`` that nothing handled ends the request quietly: the client has gone,
+so there is no one to answer and no server error to log.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import orjson
 
 from ._utils import escape_for_log, is_async_callable
 from .concurrency import run_in_threadpool
-from .exceptions import HTTPException, WebSocketException
+from .exceptions import ClientDisconnect, HTTPException, WebSocketException
 from .requests import Request
 from .responses import HTMLResponse, PlainTextResponse, Response
 from .types import Message, Receive, Scope, Send
@@ -77,7 +79,7 @@ class ExceptionHandlers:
                 _log(exc, scope, " after the response had started")
         elif isinstance(exc, HTTPException):
             await _send_safely(http_exception_response(exc), scope, receive, send)
-        else:
+        elif not isinstance(exc, ClientDisconnect):
             await report_unhandled(exc, scope, receive, send, debug=self.debug)
 
     async def _handle_websocket(
@@ -111,7 +113,8 @@ class ExceptionHandlers:
             handler = self.class_handlers.get(cls)
             if handler is not None:
                 return handler
-        if not isinstance(exc, (HTTPException, WebSocketException)):
+        # NOTE: a client that left mid-body is no server error: the 500 handler is not for it.
+        if not isinstance(exc, (HTTPException, WebSocketException, ClientDisconnect)):
             return self.status_handlers.get(500)
         return None
 
@@ -128,7 +131,8 @@ async def handle_server_error(
     """The outermost handling: log and answer ``exc`` unless an inner layer already did."""
     if scope["type"] not in ("http", "websocket") or scope.get(REPORTED_EXCEPTION) is exc:
         raise exc
-    await report_unhandled(exc, scope, receive, send, debug=debug)
+    if not isinstance(exc, ClientDisconnect):
+        await report_unhandled(exc, scope, receive, send, debug=debug)
 
 
 async def report_unhandled(

@@ -191,3 +191,82 @@ def test_default_responses() -> None:
     assert error_response(ValueError("x"), scope, debug=False).body == b"Internal Server Error"
     page = error_response(ValueError("<x>"), scope, debug=True)
     assert b"ValueError: &lt;x&gt;" in page.body
+
+
+class ReadBodyFirst:
+    """Middleware that reads the request body before the app runs."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await Request(scope, receive, send).body()
+        await self.app(scope, receive, send)
+
+
+async def call_leaving_mid_body(app: App) -> list[Message]:
+    """Call ``app`` with a POST whose client leaves after 5 of its 10 bytes."""
+    messages: list[Message] = [
+        {"type": "http.request", "body": b"12345", "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return messages.pop(0)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "headers": [(b"content-length", b"10")],
+        "query_string": b"",
+    }
+    await app(scope, receive, send)
+    return sent
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("where", ["handler", "middleware"])
+async def test_client_leaving_mid_body_is_no_server_error(
+    where: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = App(middleware=[Middleware(ReadBodyFirst)] if where == "middleware" else [])
+    called: list[str] = []
+
+    @app.exception_handler(500)
+    async def on_500(request: Request, exc: Exception) -> Response:
+        called.append("500")
+        return PlainTextResponse("failed", status_code=500)
+
+    @app.post("/")
+    async def home(request: Request) -> bytes:
+        return await request.body()
+
+    with caplog.at_level(logging.DEBUG, logger="microasgi"):
+        sent = await call_leaving_mid_body(app)
+    assert sent == []  # nobody is left to answer
+    assert called == []
+    assert [r for r in caplog.records if r.name == "microasgi"] == []
+
+
+@pytest.mark.anyio
+async def test_client_disconnect_handler_still_runs() -> None:
+    from microasgi import ClientDisconnect
+
+    app = App()
+    seen: list[str] = []
+
+    @app.exception_handler(ClientDisconnect)
+    async def gone(request: Request, exc: Exception) -> None:
+        seen.append(request.url.path)
+
+    @app.post("/")
+    async def home(request: Request) -> bytes:
+        return await request.body()
+
+    assert await call_leaving_mid_body(app) == []
+    assert seen == ["/"]
