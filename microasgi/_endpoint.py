@@ -16,10 +16,10 @@ import orjson
 from ._utils import callable_name, is_async_callable
 from .concurrency import run_in_threadpool
 from .requests import FORM_KEY, Request
-from .responses import Response
+from .responses import Response, dump_json
 from .types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["build_endpoint", "plan_call", "send_result"]
+__all__ = ["build_endpoint", "path_kwargs", "plan_call", "plan_handler", "send_result"]
 
 _JSON_TYPE = (b"content-type", b"application/json")
 _TEXT_TYPE = (b"content-type", b"text/plain; charset=utf-8")
@@ -35,10 +35,19 @@ def plan_call(
     is not a path parameter; path parameters are passed when their name is in the signature
     (all of them when it takes ``**kwargs``).
     """
+    pass_connection, wanted, _ = plan_handler(func, param_names)
+    return pass_connection, wanted
+
+
+def plan_handler(
+    func: Callable[..., Any], param_names: tuple[str, ...]
+) -> tuple[bool, tuple[str, ...], tuple[str, ...] | None]:
+    """``plan_call``, plus the other names ``func`` takes by keyword, which a host or mount
+    around its route may put in ``path_params`` (``None``: it takes ``**kwargs``, so all)."""
     try:
         parameters = inspect.signature(func).parameters.values()
     except (TypeError, ValueError):  # builtins and some C callables have no signature
-        return True, ()
+        return True, (), ()
     names = {p.name for p in parameters}
     takes_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
     positional = [
@@ -49,12 +58,36 @@ def plan_call(
     takes_var_pos = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters)
     pass_connection = takes_var_pos or bool(positional and positional[0].name not in param_names)
     wanted = tuple(n for n in param_names if takes_var_kw or n in names)
-    return pass_connection, wanted
+    if takes_var_kw:
+        return pass_connection, wanted, None
+    connection = positional[0].name if pass_connection and positional else None
+    outer = tuple(
+        p.name
+        for p in parameters
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        and p.name not in param_names
+        and p.name != connection
+    )
+    return pass_connection, wanted, outer
+
+
+def path_kwargs(
+    params: dict[str, Any], wanted: tuple[str, ...], outer: tuple[str, ...] | None
+) -> dict[str, Any]:
+    """The keyword arguments for a handler: its route's parameters and those an enclosing
+    host or mount supplied under a name it takes."""
+    if outer is None:
+        return dict(params)
+    kwargs = {n: params[n] for n in wanted}
+    for n in outer:
+        if n in params:
+            kwargs[n] = params[n]
+    return kwargs
 
 
 def build_endpoint(func: Callable[..., Any], param_names: tuple[str, ...]) -> ASGIApp:
     """Return the ASGI app that calls an HTTP handler and sends what it returns."""
-    pass_request, wanted = plan_call(func, param_names)
+    pass_request, wanted, outer = plan_handler(func, param_names)
     name = callable_name(func)
     is_async = is_async_callable(func)
 
@@ -71,8 +104,7 @@ def build_endpoint(func: Callable[..., Any], param_names: tuple[str, ...]) -> AS
                     params = {n: params[n] for n in wanted}
                 result = await func(request, **params)
             else:
-                params = scope.get("path_params", {})
-                kwargs = {n: params[n] for n in wanted}
+                kwargs = path_kwargs(scope.get("path_params", {}), wanted, outer)
                 args = (request,) if pass_request else ()
                 if is_async:
                     result = await func(*args, **kwargs)
@@ -82,7 +114,10 @@ def build_endpoint(func: Callable[..., Any], param_names: tuple[str, ...]) -> AS
             # another coroutine; the bytes are those JSONResponse / PlainTextResponse send.
             result_type = type(result)
             if result_type is dict:
-                body = orjson.dumps(result)
+                try:
+                    body = orjson.dumps(result)
+                except TypeError:  # non-str keys, named tuples: the slower, lenient path
+                    body = dump_json(result)
                 content_type = _JSON_TYPE
             elif result_type is str:
                 body = result.encode()
@@ -104,8 +139,12 @@ def build_endpoint(func: Callable[..., Any], param_names: tuple[str, ...]) -> AS
             if FORM_KEY in scope:
                 await request.close()
 
-    simple = is_async and pass_request and not wanted
-    all_params = is_async and pass_request and bool(wanted) and wanted == param_names
+    # PERF: the fast paths serve handlers that take the request and only their route's
+    # parameters, which is nearly all of them.
+    simple = is_async and pass_request and not wanted and outer == ()
+    all_params = (
+        is_async and pass_request and bool(wanted) and wanted == param_names and outer == ()
+    )
     return app
 
 
@@ -119,7 +158,7 @@ async def send_result(result: Any, scope: Scope, receive: Receive, send: Send, n
         await send({"type": "http.response.body", "body": b""})
         return
     if isinstance(result, (dict, list)):
-        body = orjson.dumps(result)
+        body = dump_json(result)
         content_type = _JSON_TYPE
     elif isinstance(result, str):
         body = result.encode()

@@ -113,10 +113,15 @@ class ExceptionHandlers:
             handler = self.class_handlers.get(cls)
             if handler is not None:
                 return handler
-        # NOTE: a client that left mid-body is no server error: the 500 handler is not for it.
-        if not isinstance(exc, (HTTPException, WebSocketException, ClientDisconnect)):
-            return self.status_handlers.get(500)
-        return None
+            if cls in _ANSWERED_BY_DEFAULT:
+                # NOTE: as in Starlette, the built-in answer ranks as the handler for its
+                # class, so a handler for `Exception` (the 500 handler) does not turn every
+                # 404 into a 500; and a client that left mid-body is no server error.
+                return None
+        return self.status_handlers.get(500)
+
+
+_ANSWERED_BY_DEFAULT = frozenset({HTTPException, WebSocketException, ClientDisconnect})
 
 
 async def _call_handler(handler: ExceptionHandler, connection: Any, exc: Exception) -> Any:

@@ -283,13 +283,31 @@ class PlainTextResponse(Response):
     media_type = "text/plain"
 
 
+def _json_default(obj: Any) -> Any:
+    # NOTE: orjson refuses tuple subclasses (named tuples, such as `request.client`), which
+    # the standard library's `json` writes as arrays.
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(f"Type is not JSON serializable: {type(obj).__name__}")
+
+
+def dump_json(content: Any) -> bytes:
+    """Serialise ``content`` with orjson, accepting what the standard library's ``json``
+    accepts too: named tuples, and dict keys that are not ``str`` (ints, UUIDs, ...)."""
+    try:
+        return orjson.dumps(content, default=_json_default)
+    except TypeError:
+        # PERF: OPT_NON_STR_KEYS slows every dict down, so it is only the fallback.
+        return orjson.dumps(content, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
+
+
 class JSONResponse(Response):
     """A JSON response rendered with orjson (dataclasses, datetimes and UUIDs included)."""
 
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+        return dump_json(content)
 
 
 class RedirectResponse(Response):

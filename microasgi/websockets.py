@@ -22,12 +22,12 @@ from typing import Any, NoReturn
 import anyio
 import orjson
 
-from ._endpoint import plan_call
+from ._endpoint import path_kwargs, plan_handler
 from ._utils import callable_name, is_async_callable
 from .exceptions import WebSocketDisconnect, WebSocketException
 from .limits import limits_for
 from .requests import HTTPConnection
-from .responses import JSONResponse, PlainTextResponse
+from .responses import JSONResponse, PlainTextResponse, dump_json
 from .types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
@@ -360,7 +360,7 @@ class WebSocket(HTTPConnection):
 
     async def send_json(self, data: Any, mode: str = "text") -> None:
         """Send ``data`` as JSON (orjson): a text frame, or binary with ``mode="binary"``."""
-        encoded = orjson.dumps(data)
+        encoded = dump_json(data)
         if _data_key(mode) == "text":
             await self.send_text(encoded.decode())
         else:
@@ -550,13 +550,12 @@ def build_websocket_endpoint(func: Callable[..., Any], param_names: tuple[str, .
         raise TypeError(
             f"WebSocket handler {name} must be an async function (async def {name}(ws): ...)"
         )
-    pass_websocket, wanted = plan_call(func, param_names)
+    pass_websocket, wanted, outer = plan_handler(func, param_names)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         websocket = scope[WEBSOCKET_KEY] = WebSocket(scope, receive, send)
-        if wanted:
-            params = scope.get("path_params") or {}
-            kwargs = {n: params[n] for n in wanted}
+        if wanted or outer != ():
+            kwargs = path_kwargs(scope.get("path_params") or {}, wanted, outer)
         else:
             kwargs = {}
         try:
