@@ -1631,13 +1631,8 @@ def test_websocket_refusals() -> None:
         assert denied.value.content == b"nope"
 
 
-def test_send_denial_response_without_server_support_is_403() -> None:
-    app = App()
-
-    @app.websocket("/deny")
-    async def deny(ws: WebSocket) -> None:
-        await ws.send_denial_response(PlainTextResponse("nope", status_code=401))
-
+def _handshake_without_denial_support(app: App, path: str) -> list[dict[str, Any]]:
+    """Connect to ``path`` on a server without the denial extension; what the app sent."""
     messages: list[dict[str, Any]] = []
     inbox = [{"type": "websocket.connect"}]
 
@@ -1650,14 +1645,23 @@ def test_send_denial_response_without_server_support_is_403() -> None:
     async def send(message: dict[str, Any]) -> None:
         messages.append(message)
 
-    scope = _scope("websocket", "/deny")  # no "websocket.http.response" extension
-
     async def main() -> None:
         with anyio.fail_after(5):
-            await app(scope, receive, send)
+            await app(_scope("websocket", path), receive, send)
 
     anyio.run(main)
+    return messages
+
+
+def test_send_denial_response_without_server_support_is_403() -> None:
+    app = App()
+
+    @app.websocket("/deny")
+    async def deny(ws: WebSocket) -> None:
+        await ws.send_denial_response(PlainTextResponse("nope", status_code=401))
+
     # A close before accept is what a server answers with HTTP 403.
+    messages = _handshake_without_denial_support(app, "/deny")
     assert [m["type"] for m in messages] == ["websocket.close"]
 
 
@@ -1668,24 +1672,9 @@ def test_websocket_error_before_accept_without_denial_support_closes() -> None:
     async def broken(ws: WebSocket) -> None:
         raise RuntimeError("before accept")
 
-    messages: list[dict[str, Any]] = []
-    inbox = [{"type": "websocket.connect"}]
-
-    async def receive() -> dict[str, Any]:
-        if inbox:
-            return inbox.pop(0)
-        await anyio.sleep_forever()
-        raise AssertionError  # pragma: no cover
-
-    async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
-
-    async def main() -> None:
-        with anyio.fail_after(5):
-            await app(_scope("websocket", "/ws"), receive, send)
-
-    anyio.run(main)  # logged, not re-raised to the server
-    assert [m["type"] for m in messages] == ["websocket.close"]  # the server answers 403
+    # Logged, not re-raised to the server; the server answers the close with 403.
+    messages = _handshake_without_denial_support(app, "/ws")
+    assert [m["type"] for m in messages] == ["websocket.close"]
 
 
 def test_websocket_disconnect_is_raised_when_the_peer_goes() -> None:
