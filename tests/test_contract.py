@@ -1631,26 +1631,33 @@ def test_websocket_refusals() -> None:
         assert denied.value.content == b"nope"
 
 
-def _handshake_without_denial_support(app: App, path: str) -> list[dict[str, Any]]:
-    """Connect to ``path`` on a server without the denial extension; what the app sent."""
-    messages: list[dict[str, Any]] = []
-    inbox = [{"type": "websocket.connect"}]
+class _Server:
+    """A server stand-in: the scripted messages, then silence; a record of what was sent."""
 
-    async def receive() -> dict[str, Any]:
-        if inbox:
-            return inbox.pop(0)
+    def __init__(self, *inbox: dict[str, Any]) -> None:
+        self.inbox = list(inbox)
+        self.sent: list[dict[str, Any]] = []
+
+    async def receive(self) -> dict[str, Any]:
+        if self.inbox:
+            return self.inbox.pop(0)
         await anyio.sleep_forever()
         raise AssertionError  # pragma: no cover
 
-    async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+
+def _handshake_without_denial_support(app: App, path: str) -> list[dict[str, Any]]:
+    """Connect to ``path`` on a server without the denial extension; what the app sent."""
+    server = _Server({"type": "websocket.connect"})
 
     async def main() -> None:
         with anyio.fail_after(5):
-            await app(_scope("websocket", path), receive, send)
+            await app(_scope("websocket", path), server.receive, server.send)
 
     anyio.run(main)
-    return messages
+    return server.sent
 
 
 def test_send_denial_response_without_server_support_is_403() -> None:
@@ -2598,26 +2605,15 @@ async def test_failing_startup_reports_startup_failed(anyio_backend: str) -> Non
         raise RuntimeError("no database")
 
     app = App(on_startup=[broken])
-    sent: list[dict[str, Any]] = []
-    inbox = [{"type": "lifespan.startup"}]
-
-    async def receive() -> dict[str, Any]:
-        if inbox:
-            return inbox.pop(0)
-        await anyio.sleep_forever()
-        raise AssertionError  # pragma: no cover
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
+    server = _Server({"type": "lifespan.startup"})
     scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": {}}
     with anyio.fail_after(5):
         try:
-            await app(scope, receive, send)
+            await app(scope, server.receive, server.send)
         except RuntimeError:
             pass  # an app may re-raise after reporting the failure
-    assert [m["type"] for m in sent] == ["lifespan.startup.failed"]
-    assert "no database" in sent[0]["message"]
+    assert [m["type"] for m in server.sent] == ["lifespan.startup.failed"]
+    assert "no database" in server.sent[0]["message"]
 
 
 def test_failing_startup_refuses_the_test_client() -> None:
