@@ -38,6 +38,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.apps import FRAMEWORKS, NAMES, load
+from benchmarks.inprocess import Lifespan, ws_scope
 
 ROOT = Path(__file__).resolve().parent.parent
 IMPORT_TARGET_MS = 50.0
@@ -125,30 +126,6 @@ def measure_imports(keys: list[str], rounds: int) -> tuple[float, dict[str, Impo
 # --------------------------------------------------------------------------- idle WebSockets
 
 
-def _ws_scope(state: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "websocket",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "scheme": "ws",
-        "path": "/ws",
-        "raw_path": b"/ws",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"127.0.0.1:8000"),
-            (b"upgrade", b"websocket"),
-            (b"connection", b"Upgrade"),
-            (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="),
-            (b"sec-websocket-version", b"13"),
-        ],
-        "client": ("127.0.0.1", 51234),
-        "server": ("127.0.0.1", 8000),
-        "subprotocols": [],
-        "state": state.copy(),
-    }
-
-
 class IdleConnections:
     """Clients that connect, are accepted, then stay silent until ``release()``."""
 
@@ -190,7 +167,9 @@ async def _open(app: Any, state: dict[str, Any], n: int) -> tuple[IdleConnection
         async def receive(connected: list[bool] = connected) -> Message:
             return await clients.receive(connected)
 
-        tasks.append(asyncio.ensure_future(app(_ws_scope(state), receive, clients.send)))
+        scope = ws_scope()
+        scope["state"] = state.copy()
+        tasks.append(asyncio.ensure_future(app(scope, receive, clients.send)))
     await asyncio.wait_for(clients.all_accepted, 120)
     return clients, tasks
 
@@ -202,8 +181,6 @@ async def _close(clients: IdleConnections, tasks: list[Any]) -> None:
 
 async def idle_memory(key: str, n: int) -> IdleResult:
     """Open ``n`` idle WebSockets to ``key``'s app; the memory they hold, per connection."""
-    from benchmarks.inprocess import Lifespan
-
     app = load(key).make_app()
     lifespan = Lifespan(app)
     state = await lifespan.startup()
