@@ -19,7 +19,7 @@ from .requests import FORM_KEY, Request
 from .responses import Response, dump_json
 from .types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["build_endpoint", "path_kwargs", "plan_call", "plan_handler", "send_result"]
+__all__ = ["build_endpoint", "path_kwargs", "plan_call", "send_result"]
 
 _JSON_TYPE = (b"content-type", b"application/json")
 _TEXT_TYPE = (b"content-type", b"text/plain; charset=utf-8")
@@ -28,22 +28,15 @@ _BYTES_TYPE = (b"content-type", b"application/octet-stream")
 
 def plan_call(
     func: Callable[..., Any], param_names: tuple[str, ...]
-) -> tuple[bool, tuple[str, ...]]:
-    """Decide how to call ``func``: (pass the connection first?, path params to pass by name).
+) -> tuple[bool, tuple[str, ...], tuple[str, ...] | None]:
+    """Decide how to call ``func``: (pass the connection first?, route parameters to pass by
+    name, other names it takes by keyword).
 
     The connection is passed positionally when the handler has a positional parameter that
     is not a path parameter; path parameters are passed when their name is in the signature
-    (all of them when it takes ``**kwargs``).
+    (all of them when it takes ``**kwargs``). The other names are those a host or mount
+    around the route may put in ``path_params`` (``None``: it takes ``**kwargs``, so all).
     """
-    pass_connection, wanted, _ = plan_handler(func, param_names)
-    return pass_connection, wanted
-
-
-def plan_handler(
-    func: Callable[..., Any], param_names: tuple[str, ...]
-) -> tuple[bool, tuple[str, ...], tuple[str, ...] | None]:
-    """``plan_call``, plus the other names ``func`` takes by keyword, which a host or mount
-    around its route may put in ``path_params`` (``None``: it takes ``**kwargs``, so all)."""
     try:
         parameters = inspect.signature(func).parameters.values()
     except (TypeError, ValueError):  # builtins and some C callables have no signature
@@ -87,7 +80,7 @@ def path_kwargs(
 
 def build_endpoint(func: Callable[..., Any], param_names: tuple[str, ...]) -> ASGIApp:
     """Return the ASGI app that calls an HTTP handler and sends what it returns."""
-    pass_request, wanted, outer = plan_handler(func, param_names)
+    pass_request, wanted, outer = plan_call(func, param_names)
     name = callable_name(func)
     is_async = is_async_callable(func)
 

@@ -35,10 +35,20 @@ ExceptionHandler = Callable[[Any, Any], Awaitable[Response | None] | Response | 
 """``handler(request_or_websocket, exc) -> Response``; may be sync or async."""
 
 TESTING_EXTENSION = "microasgi.testing"
-"""Present in ``scope["extensions"]`` when the test client wants exceptions re-raised."""
+"""Present in ``scope["extensions"]`` when the test client wants exceptions re-raised (a
+real server would merely log them a second time)."""
 
-REPORTED_EXCEPTION = "microasgi.reported_exception"
-"""Scope key: the exception the inner layer already logged and answered."""
+_REPORTED = "reported"
+"""Key, in the testing extension's dict, of the exception already logged and answered.
+
+The extension's dict is the one object every layer of a request shares (mounts copy the
+scope, not its extensions), so an outer App sees what an inner one reported.
+"""
+
+
+def _already_reported(scope: Scope, exc: Exception) -> bool:
+    testing = (scope.get("extensions") or {}).get(TESTING_EXTENSION)
+    return testing is not None and testing.get(_REPORTED) is exc
 
 
 class ExceptionHandlers:
@@ -63,7 +73,7 @@ class ExceptionHandlers:
         An exception already logged and answered further in (re-raised for the test
         client) passes through untouched.
         """
-        if scope["type"] not in ("http", "websocket") or scope.get(REPORTED_EXCEPTION) is exc:
+        if scope["type"] not in ("http", "websocket") or _already_reported(scope, exc):
             raise exc
         if scope["type"] == "websocket":
             await self._handle_websocket(exc, scope, receive, send)
@@ -134,7 +144,7 @@ async def handle_server_error(
     exc: Exception, scope: Scope, receive: Receive, send: Send, *, debug: bool
 ) -> None:
     """The outermost handling: log and answer ``exc`` unless an inner layer already did."""
-    if scope["type"] not in ("http", "websocket") or scope.get(REPORTED_EXCEPTION) is exc:
+    if scope["type"] not in ("http", "websocket") or _already_reported(scope, exc):
         raise exc
     if not isinstance(exc, ClientDisconnect):
         await report_unhandled(exc, scope, receive, send, debug=debug)
@@ -150,8 +160,9 @@ async def report_unhandled(
     else:
         sent = await _send_safely(error_response(exc, scope, debug=debug), scope, receive, send)
         _log(exc, scope, "" if sent else " after the response had started")
-    if TESTING_EXTENSION in (scope.get("extensions") or {}):
-        scope[REPORTED_EXCEPTION] = exc
+    testing = (scope.get("extensions") or {}).get(TESTING_EXTENSION)
+    if testing is not None:
+        testing[_REPORTED] = exc
         raise exc
 
 

@@ -19,16 +19,16 @@ def test_plan_call_conventions() -> None:
     async def keyword_only(request: Any, *, item_id: int) -> None: ...
 
     names = ("item_id", "other")
-    assert plan_call(request_only, names) == (True, ())
-    assert plan_call(request_and_id, names) == (True, ("item_id",))
-    assert plan_call(only_params, names) == (False, ("item_id",))
-    assert plan_call(nothing, names) == (False, ())
-    assert plan_call(var_kw, names) == (True, ("item_id", "other"))
-    assert plan_call(var_pos, names) == (True, ())
-    assert plan_call(keyword_only, names) == (True, ("item_id",))
-    assert plan_call(functools.partial(request_and_id), names) == (True, ("item_id",))
-    assert plan_call(len, names) == (True, ())
-    assert plan_call(dict, names) == (True, ())
+    assert plan_call(request_only, names)[:2] == (True, ())
+    assert plan_call(request_and_id, names)[:2] == (True, ("item_id",))
+    assert plan_call(only_params, names)[:2] == (False, ("item_id",))
+    assert plan_call(nothing, names)[:2] == (False, ())
+    assert plan_call(var_kw, names)[:2] == (True, ("item_id", "other"))
+    assert plan_call(var_pos, names)[:2] == (True, ())
+    assert plan_call(keyword_only, names)[:2] == (True, ("item_id",))
+    assert plan_call(functools.partial(request_and_id), names)[:2] == (True, ("item_id",))
+    assert plan_call(len, names)[:2] == (True, ())
+    assert plan_call(dict, names)[:2] == (True, ())
 
 
 @pytest.mark.anyio

@@ -6,7 +6,6 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from microasgi._errors import REPORTED_EXCEPTION
 from microasgi.exceptions import HTTPException, NoMatchFound, RouteConflictError, SetupError
 from microasgi.lifespan import acknowledge_lifespan
 from microasgi.limits import Limits
@@ -374,14 +373,7 @@ class Router:
     ) -> None:
         child = dict(scope)
         child["root_path"] = scope.get("root_path", "") + prefix.rstrip("/")
-        try:
-            await mount.app(child, receive, send)
-        except Exception as exc:
-            # NOTE: a mounted App that logged and answered the error re-raises it only for
-            # the test client; its mark must reach this scope so it is not logged twice.
-            if child.get(REPORTED_EXCEPTION) is exc:
-                scope[REPORTED_EXCEPTION] = exc
-            raise
+        await mount.app(child, receive, send)
 
     async def _dispatch_host(self, scope: Scope, receive: Receive, send: Send) -> bool:
         host = _host_name(scope)

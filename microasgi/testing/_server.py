@@ -11,13 +11,10 @@ import anyio.from_thread
 import httpx
 from anyio.from_thread import BlockingPortal
 
+from microasgi._errors import TESTING_EXTENSION
 from microasgi.types import ASGIApp, RawHeaders, Scope
 
 _DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
-# NOTE: microasgi's error layer answers an unhandled exception and re-raises it only when
-# this key is in scope["extensions"], so that raise_server_exceptions sees it; a real server
-# would merely log it a second time.
-TESTING_EXTENSION = "microasgi.testing"
 
 
 class Target:
