@@ -114,14 +114,15 @@ class WebSocket(HTTPConnection):
     """
 
     __slots__ = (
+        "_application_state",
+        "_client_state",
         "_idle_timeout",
         "_last_message",
+        "_live",
         "_max_rate",
         "_max_size",
         "_send",
         "_tokens",
-        "application_state",
-        "client_state",
     )
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -130,14 +131,34 @@ class WebSocket(HTTPConnection):
         self.scope = scope
         self._receive = receive
         self._send = send
-        self.client_state = _CONNECTING
-        self.application_state = _CONNECTING
+        self._client_state = self._application_state = _CONNECTING
+        self._live = False
         limits = limits_for(scope)
         self._max_size = limits.max_message_size
         self._idle_timeout = limits.websocket_idle_timeout
         self._max_rate = limits.websocket_max_rate
         self._tokens = math.inf  # NOTE: a full bucket, once clamped on the first message
         self._last_message = 0.0
+
+    @property
+    def client_state(self) -> WebSocketState:
+        """The client's side: what the server reported (connect, disconnect)."""
+        return self._client_state
+
+    @client_state.setter
+    def client_state(self, state: WebSocketState) -> None:
+        self._client_state = state
+        self._live = state is _CONNECTED and self._application_state is _CONNECTED
+
+    @property
+    def application_state(self) -> WebSocketState:
+        """The application's side: what it sent (accept, close, a denial response)."""
+        return self._application_state
+
+    @application_state.setter
+    def application_state(self, state: WebSocketState) -> None:
+        self._application_state = state
+        self._live = state is _CONNECTED and self._client_state is _CONNECTED
 
     @property
     def subprotocols(self) -> list[str]:
@@ -153,7 +174,7 @@ class WebSocket(HTTPConnection):
         ``websocket_max_rate`` with 1008 and ``websocket_idle_timeout`` of silence with
         1001; each then raises ``WebSocketDisconnect`` with that code.
         """
-        if self.client_state is not _CONNECTED or self.application_state is not _CONNECTED:
+        if not self._live:
             return await self._receive_outside_session()
         if self._idle_timeout is None:
             message = await self._receive()
@@ -338,9 +359,12 @@ class WebSocket(HTTPConnection):
     async def send_text(self, data: str) -> None:
         """Send a text message."""
         message = {"type": "websocket.send", "text": data}
-        if self.application_state is not _CONNECTED:
-            await self.send(message)  # raises the error naming the expected message
-        # PERF: the state is known; skip the generic checks of send() (and one await).
+        if not self._live:
+            # NOTE: raises the error naming the expected message, or sends to a client
+            # that is gone (the server decides what that does).
+            await self.send(message)
+            return
+        # PERF: both sides are connected; skip the generic checks of send() (and one await).
         # NOTE: this awaits the server's send, so a slow client slows the sender here:
         # backpressure is the server's transport, microasgi buffers nothing.
         try:
@@ -351,8 +375,11 @@ class WebSocket(HTTPConnection):
     async def send_bytes(self, data: bytes) -> None:
         """Send a binary message."""
         message = {"type": "websocket.send", "bytes": data}
-        if self.application_state is not _CONNECTED:
-            await self.send(message)  # raises the error naming the expected message
+        if not self._live:
+            # NOTE: raises the error naming the expected message, or sends to a client
+            # that is gone (the server decides what that does).
+            await self.send(message)
+            return
         try:
             await self._send(message)
         except OSError:
@@ -436,7 +463,7 @@ async def _messages(
         short = max_size // 4 if key == "text" else max_size
     yield None  # NOTE: the step _unfinalized() takes; the handler never sees it.
     while True:
-        if websocket.client_state is _CONNECTED and websocket.application_state is _CONNECTED:
+        if websocket._live:
             # PERF: receive() inlined: one await per message, as raw ASGI has.
             try:
                 message = await receive()

@@ -371,6 +371,23 @@ async def test_send_to_a_client_that_left(anyio_backend: str) -> None:
 
 
 @pytest.mark.anyio
+async def test_send_after_the_disconnect_was_received_goes_to_the_server_once(
+    anyio_backend: str,
+) -> None:
+    server = Server(disconnect())
+    ws = connect(server)
+    await ws.accept()
+    assert (await ws.receive())["type"] == "websocket.disconnect"
+    await ws.send_text("late")
+    await ws.send_bytes(b"late")
+    assert server.sent[1:] == [
+        {"type": "websocket.send", "text": "late"},
+        {"type": "websocket.send", "bytes": b"late"},
+    ]
+    assert ws.application_state is WebSocketState.CONNECTED
+
+
+@pytest.mark.anyio
 async def test_send_raw_messages(anyio_backend: str) -> None:
     server = Server()
     ws = connect(server)
