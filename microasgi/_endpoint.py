@@ -13,10 +13,11 @@ from typing import Any
 
 import orjson
 
+from ._json import dump_json
 from ._utils import callable_name, is_async_callable
 from .concurrency import run_in_threadpool
 from .requests import FORM_KEY, Request
-from .responses import Response, dump_json
+from .responses import Response
 from .types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["build_endpoint", "path_kwargs", "plan_call", "send_result"]
@@ -109,7 +110,7 @@ def build_endpoint(func: Callable[..., Any], param_names: tuple[str, ...]) -> AS
             if result_type is dict:
                 try:
                     body = orjson.dumps(result)
-                except TypeError:  # non-str keys, named tuples: the slower, lenient path
+                except TypeError:  # non-str keys, named tuples, big ints: the slower, lenient path
                     body = dump_json(result)
                 content_type = _JSON_TYPE
             elif result_type is str:

@@ -106,8 +106,7 @@ class ExceptionHandlers:
         elif isinstance(exc, HTTPException):
             # NOTE: before accept, the status becomes a denial response (403 where the
             # server lacks the extension); after it, a policy-violation close.
-            reason = str(exc.detail)[:120]
-            await refuse(websocket, http_exception_response(exc), 1008, reason)
+            await refuse(websocket, http_exception_response(exc), 1008, str(exc.detail))
         elif isinstance(exc, WebSocketException):
             await close_quietly(websocket, exc.code, exc.reason)
         else:

@@ -10,8 +10,8 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import anyio
-import orjson
 
+from microasgi._json import dump_json
 from microasgi.background import BackgroundTask
 from microasgi.concurrency import iterate_in_threadpool
 from microasgi.datastructures import URL, MutableHeaders, encode_header
@@ -281,24 +281,6 @@ class PlainTextResponse(Response):
     """A `text/plain; charset=utf-8` response."""
 
     media_type = "text/plain"
-
-
-def _json_default(obj: Any) -> Any:
-    # NOTE: orjson refuses tuple subclasses (named tuples, such as `request.client`), which
-    # the standard library's `json` writes as arrays.
-    if isinstance(obj, tuple):
-        return list(obj)
-    raise TypeError(f"Type is not JSON serializable: {type(obj).__name__}")
-
-
-def dump_json(content: Any) -> bytes:
-    """Serialise ``content`` with orjson, accepting what the standard library's ``json``
-    accepts too: named tuples, and dict keys that are not ``str`` (ints, UUIDs, ...)."""
-    try:
-        return orjson.dumps(content, default=_json_default)
-    except TypeError:
-        # PERF: OPT_NON_STR_KEYS slows every dict down, so it is only the fallback.
-        return orjson.dumps(content, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
 
 
 class JSONResponse(Response):

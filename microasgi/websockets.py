@@ -23,11 +23,12 @@ import anyio
 import orjson
 
 from ._endpoint import path_kwargs, plan_call
+from ._json import dump_json, load_json
 from ._utils import callable_name, is_async_callable
 from .exceptions import WebSocketDisconnect, WebSocketException
 from .limits import limits_for
 from .requests import HTTPConnection
-from .responses import JSONResponse, PlainTextResponse, dump_json
+from .responses import JSONResponse, PlainTextResponse
 from .types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
@@ -402,6 +403,7 @@ class WebSocket(HTTPConnection):
             self.application_state = _DISCONNECTED
             return
         accepted = self.application_state is _CONNECTED
+        reason = _fit_close_reason(reason)
         try:
             await self.send({"type": "websocket.close", "code": code, "reason": reason})
         except WebSocketDisconnect:
@@ -518,6 +520,18 @@ _HINTS = {
 }
 
 
+def _fit_close_reason(reason: str) -> str:
+    """Cut ``reason`` to the 123 bytes of UTF-8 a close frame holds, at a character boundary."""
+    if len(reason) <= _MAX_CLOSE_REASON // 4:
+        return reason
+    encoded = reason.encode("utf-8", "surrogatepass")
+    if len(encoded) <= _MAX_CLOSE_REASON:
+        return reason
+    # NOTE: a longer reason makes servers fail the close frame itself ("control frame too
+    # long"), so the client would see an abnormal closure instead of the code.
+    return encoded[:_MAX_CLOSE_REASON].decode("utf-8", "ignore")
+
+
 def _unexpected_receive(expected: Iterable[str], message: Message) -> RuntimeError:
     return RuntimeError(
         f"Expected ASGI message {_expected(expected)}, but got {message.get('type')!r}"
@@ -525,6 +539,7 @@ def _unexpected_receive(expected: Iterable[str], message: Message) -> RuntimeErr
 
 
 _RECEIVE = "websocket.receive"
+_MAX_CLOSE_REASON = 123  # RFC 6455 5.5: 125 bytes of payload, 2 for the code
 _DISCONNECT = "websocket.disconnect"
 _WRONG_TYPE = {"text": "Expected a text message", "bytes": "Expected a binary message"}
 
@@ -547,7 +562,7 @@ def _data(message: Message, key: str) -> Any:
 
 def _loads(data: str | bytes) -> Any:
     try:
-        return orjson.loads(data)
+        return load_json(data)
     except orjson.JSONDecodeError:
         raise WebSocketException(CLOSE_INVALID_DATA, "Malformed JSON message") from None
 

@@ -80,6 +80,28 @@ def test_http_exception_after_accept_closes_1008(client_factory: ClientFactory) 
     assert (info.value.code, info.value.reason) == (1008, "not any more")
 
 
+@pytest.mark.parametrize(
+    "exc", [HTTPException(403, "Unknown room " + "é" * 60), WebSocketException(4000, "é" * 70)]
+)
+def test_long_error_reasons_fit_the_close_frame(
+    client_factory: ClientFactory, exc: Exception
+) -> None:
+    app = App()
+
+    @app.websocket("/ws")
+    async def handler(websocket: Any) -> None:
+        await websocket.accept()
+        raise exc
+
+    with client_factory(app) as client, client.websocket_connect("/ws") as session:
+        with pytest.raises(WebSocketDisconnect) as info:
+            session.receive_text()
+    reason = info.value.reason
+    assert len(reason.encode()) <= 123
+    assert str(getattr(exc, "detail", None) or getattr(exc, "reason", "")).startswith(reason)
+    assert len(reason.encode()) > 120
+
+
 def test_exception_handlers_answer_websocket_errors(client_factory: ClientFactory) -> None:
     app = App()
 

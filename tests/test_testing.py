@@ -657,7 +657,7 @@ def test_websocket_gets_lifespan_state(make_client: ClientFactory) -> None:
 def test_websocket_accept_subprotocol_and_headers(make_client: ClientFactory) -> None:
     with make_client(echo_app).websocket_connect("/", subprotocols=["v2", "v1"]) as ws:
         assert ws.accepted_subprotocol == "v2"
-        assert ws.extra_headers == [("x-accepted", "yes"), ("set-cookie", "a=b")]
+        assert ws.extra_headers == [(b"x-accepted", b"yes"), (b"set-cookie", b"a=b")]
     with make_client(echo_app).websocket_connect("/") as ws:
         assert ws.accepted_subprotocol is None
 
@@ -944,6 +944,10 @@ def test_websocket_app_blocked_on_a_full_buffer(make_client: ClientFactory) -> N
             "nothing more",
         ),
         ([{"type": "websocket.accept", "headers": [("a", "b")]}], r"\(bytes, bytes\)"),
+        (
+            [{"type": "websocket.accept"}, {"type": "websocket.close", "reason": "é" * 62}],
+            "over 123 bytes",
+        ),
     ],
 )
 def test_websocket_protocol_violations(
@@ -1079,7 +1083,7 @@ async def test_async_websocket_session() -> None:
         assert isinstance(session, AsyncWebSocketTestSession)
         async with session as ws:
             assert ws.accepted_subprotocol == "p"
-            assert ws.extra_headers == [("x-accepted", "yes"), ("set-cookie", "a=b")]
+            assert ws.extra_headers == [(b"x-accepted", b"yes"), (b"set-cookie", b"a=b")]
             assert ws.scope["type"] == "websocket"
             await ws.send_text("t")
             assert await ws.receive_text() == "t"

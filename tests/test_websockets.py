@@ -337,6 +337,28 @@ async def test_close_after_the_client_left_sends_nothing(anyio_backend: str) -> 
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("reason", "sent"),
+    [
+        ("a" * 123, "a" * 123),
+        ("a" * 124, "a" * 123),
+        ("€" * 41, "€" * 41),  # 123 bytes
+        ("€" * 42, "€" * 41),
+        ("a" + "€" * 41, "a" + "€" * 40),  # never half a character
+        ("short", "short"),
+    ],
+)
+async def test_close_reason_fits_a_close_frame(
+    anyio_backend: str, reason: str, sent: str
+) -> None:
+    server = Server()
+    ws = connect(server)
+    await ws.accept()
+    await ws.close(4000, reason)
+    assert server.sent[-1] == {"type": "websocket.close", "code": 4000, "reason": sent}
+
+
+@pytest.mark.anyio
 async def test_close_before_accept(anyio_backend: str) -> None:
     server = Server()
     ws = connect(server)
@@ -1251,7 +1273,7 @@ def test_echo_through_the_app() -> None:
     with TestClient(chat_app()) as client:
         with client.websocket_connect("/echo/lobby/7?q=hi", subprotocols=["chat"]) as ws:
             assert ws.accepted_subprotocol == "chat"
-            assert ("x-room", "lobby") in ws.extra_headers
+            assert (b"x-room", b"lobby") in ws.extra_headers
             assert ws.receive_json() == {"room": "lobby", "n": 7, "q": "hi"}
             for i in range(100):
                 ws.send_text(f"message {i}")

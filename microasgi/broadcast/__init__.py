@@ -26,7 +26,8 @@ from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 import anyio
-import orjson
+
+from microasgi._json import dump_json
 
 from ._base import (
     Backend,
@@ -276,8 +277,8 @@ class Broadcast:
         return await self._backend.publish(channel, message)
 
     async def publish_json(self, channel: str, obj: Any) -> str | None:
-        """Send ``obj`` encoded as JSON (orjson); read it back with ``event.json()``."""
-        return await self.publish(channel, orjson.dumps(obj).decode())
+        """Send ``obj`` as JSON (encoded like ``JSONResponse``); read it with ``event.json()``."""
+        return await self.publish(channel, dump_json(obj).decode())
 
     # Subscribing --------------------------------------------------------------------------
 

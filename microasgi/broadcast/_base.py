@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import orjson
+from microasgi._json import load_json
 
 __all__ = [
     "Backend",
@@ -36,7 +36,7 @@ class Event:
 
     def json(self) -> Any:
         """Decode the message as JSON (``publish_json`` sends it that way)."""
-        return orjson.loads(self.message)
+        return load_json(self.message)
 
 
 class BroadcastError(Exception):

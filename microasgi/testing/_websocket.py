@@ -75,7 +75,7 @@ class _Connection:
         self.error: Exception | None = None
         self.error_reported = False
 
-    async def open(self) -> tuple[str | None, list[tuple[str, str]]]:
+    async def open(self) -> tuple[str | None, list[tuple[bytes, bytes]]]:
         """Start the app and wait for its answer to the handshake."""
         await self.task_group.__aenter__()
         self.task_group.start_soon(self._run)
@@ -135,7 +135,7 @@ class _Connection:
             self.ended = (code, reason)
             self.to_app.close()
 
-    async def _handshake(self) -> tuple[str | None, list[tuple[str, str]]]:
+    async def _handshake(self) -> tuple[str | None, list[tuple[bytes, bytes]]]:
         try:
             message = await self.client_inbox.receive()
         except anyio.EndOfStream:
@@ -151,10 +151,7 @@ class _Connection:
             raise WebSocketDisconnect(message.get("code") or 1000, message.get("reason"))
         if message["type"] == "websocket.http.response.start":
             await self._denial(message)
-        headers = [
-            (name.decode("latin-1"), value.decode("latin-1"))
-            for name, value in message.get("headers", ())
-        ]
+        headers = [(bytes(name), bytes(value)) for name, value in message.get("headers", ())]
         return message.get("subprotocol"), headers
 
     async def _denial(self, start: Message) -> NoReturn:
@@ -235,6 +232,12 @@ class _Connection:
             )
         if kind in ("websocket.accept", "websocket.http.response.start"):
             raw_headers(message.get("headers", ()), kind)
+        elif kind == "websocket.close" and len((message.get("reason") or "").encode()) > 123:
+            # NOTE: as real servers do: a close frame holds at most 123 bytes of reason.
+            raise RuntimeError(
+                'The "reason" of "websocket.close" is over 123 bytes of UTF-8; a close '
+                "frame cannot hold it."
+            )
 
 
 def _check_mode(mode: str) -> None:
@@ -247,7 +250,7 @@ class AsyncWebSocketTestSession:
 
     Entering waits for the app's answer to the handshake: ``websocket.accept`` opens the
     session (``accepted_subprotocol`` and ``extra_headers`` hold what the app accepted with;
-    ``extra_headers`` is a list of ``(name, value)`` str pairs decoded as Latin-1);
+    ``extra_headers`` is the list of ``(name, value)`` byte pairs, as in Starlette);
     ``websocket.close`` raises ``WebSocketDisconnect``; a denial response raises
     ``WebSocketDenied``. Once the app closes, ``receive_*`` raise ``WebSocketDisconnect``.
     Leaving sends ``websocket.disconnect`` (code 1000), waits for the app to end and
@@ -259,7 +262,7 @@ class AsyncWebSocketTestSession:
         self._target = target
         self.scope = scope
         self.accepted_subprotocol: str | None = None
-        self.extra_headers: list[tuple[str, str]] = []
+        self.extra_headers: list[tuple[bytes, bytes]] = []
         self._connection: _Connection | None = None
 
     async def __aenter__(self) -> AsyncWebSocketTestSession:
@@ -372,8 +375,8 @@ class WebSocketTestSession:
         return self._session.accepted_subprotocol
 
     @property
-    def extra_headers(self) -> list[tuple[str, str]]:
-        """The headers the app gave to ``websocket.accept``, as (name, value) str pairs."""
+    def extra_headers(self) -> list[tuple[bytes, bytes]]:
+        """The headers the app gave to ``websocket.accept``, as (name, value) byte pairs."""
         return self._session.extra_headers
 
     def __enter__(self) -> WebSocketTestSession:

@@ -218,6 +218,14 @@ def test_server_closes_with_code_and_reason(server: Running) -> None:
     assert reason == ("bye now" if server.spec.server_close_reason else "")
 
 
+def test_a_long_close_reason_is_cut_to_fit_the_frame(server: Running) -> None:
+    with server.connect("/echo") as ws:
+        ws.send("close:4321:" + "é" * 100)  # 200 bytes of UTF-8; a close frame holds 123
+        code, reason = closed_by_server(ws)
+    assert code == 4321
+    assert reason == ("é" * 61 if server.spec.server_close_reason else "")
+
+
 def test_client_closes_with_code_and_reason(server: Running) -> None:
     key = uuid.uuid4().hex
     with server.connect(f"/record/{key}") as ws:

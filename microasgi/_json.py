@@ -1,0 +1,85 @@
+"""JSON in and out: orjson, with the standard library's ``json`` results where orjson differs.
+
+orjson writes only 64-bit integers and reads longer ones as floats; the standard library
+keeps every integer exact, and so does microasgi, on a slower path taken only when needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import orjson
+
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+# Longer runs of digits may hold an integer orjson reads as a float.
+_LONG_DIGITS = b"0" * 19
+_DIGITS_AS_ZEROS = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))
+
+
+def _json_default(obj: Any) -> Any:
+    # NOTE: orjson refuses tuple subclasses (named tuples, such as `request.client`), which
+    # the standard library's `json` writes as arrays.
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(f"Type is not JSON serializable: {type(obj).__name__}")
+
+
+def dump_json(content: Any) -> bytes:
+    """Serialise ``content`` with orjson, accepting what the standard library's ``json``
+    accepts too: named tuples, dict keys that are not ``str`` (ints, UUIDs, ...) and
+    integers of any size."""
+    try:
+        return orjson.dumps(content, default=_json_default)
+    except TypeError:
+        pass
+    # PERF: OPT_NON_STR_KEYS slows every dict down, so it is only the fallback.
+    try:
+        return orjson.dumps(content, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError as exc:
+        if "64-bit" not in str(exc):
+            raise
+    return orjson.dumps(
+        _exact_ints(content),
+        default=_exact_default,
+        option=orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS,
+    )
+
+
+def _exact_ints(value: Any) -> Any:
+    """Return ``value`` with integers orjson cannot write replaced by their digits."""
+    value_type = type(value)
+    if value_type is int:
+        return value if _INT_MIN <= value <= _INT_MAX else orjson.Fragment(str(value))
+    if isinstance(value, dict):
+        return {
+            (str(key) if type(key) is int else key): _exact_ints(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [_exact_ints(item) for item in value]
+    return value
+
+
+def _exact_default(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _exact_ints(
+            {field.name: getattr(obj, field.name) for field in dataclasses.fields(obj)}
+        )
+    raise TypeError(f"Type is not JSON serializable: {type(obj).__name__}")
+
+
+def load_json(data: bytes | str) -> Any:
+    """Parse JSON with orjson (strict: no NaN, lone surrogates or deep nesting), keeping
+    integers past 64 bits exact as the standard library's ``json`` does.
+
+    Raises ``orjson.JSONDecodeError`` (a ``ValueError``) for malformed JSON.
+    """
+    value = orjson.loads(data)
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if _LONG_DIGITS not in raw.translate(_DIGITS_AS_ZEROS):
+        return value
+    # NOTE: orjson refused numbers past a double's range (309 digits), so int() takes them.
+    return json.loads(raw)
