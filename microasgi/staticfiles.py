@@ -372,11 +372,18 @@ class FileResponse(Response):
 # --- StaticFiles -----------------------------------------------------------------------------
 
 
+_MAX_PATH = 4096
+
+
 def _segments(path: str) -> list[str] | None:
     """Split a request path into safe file-name segments; None if it must be refused."""
     # SECURITY: the server decoded the path once; a NUL, a backslash (a separator on
     # Windows, and the `\\host\share` UNC form), a ".." or a drive never reaches the disk.
     if "\x00" in path or "\\" in path:
+        return None
+    # SECURITY: no file has a longer path (PATH_MAX), and resolving one costs a system call
+    # per segment: refuse it before it reaches the disk.
+    if len(path) > _MAX_PATH:
         return None
     segments = []
     for segment in path.split("/"):

@@ -376,6 +376,8 @@ def test_segments() -> None:
         if refused.startswith(("/C:", "/c:")) and os.name != "nt":
             continue  # NOTE: a drive only exists on Windows
         assert _segments(refused) is None, refused
+    assert _segments("/a" * 2048) == ["a"] * 2048  # 4096 characters: PATH_MAX
+    assert _segments("/a" * 2048 + "/") is None
 
 
 # --- html mode -----------------------------------------------------------------------------------

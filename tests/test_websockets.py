@@ -348,9 +348,7 @@ async def test_close_after_the_client_left_sends_nothing(anyio_backend: str) -> 
         ("short", "short"),
     ],
 )
-async def test_close_reason_fits_a_close_frame(
-    anyio_backend: str, reason: str, sent: str
-) -> None:
+async def test_close_reason_fits_a_close_frame(anyio_backend: str, reason: str, sent: str) -> None:
     server = Server()
     ws = connect(server)
     await ws.accept()
