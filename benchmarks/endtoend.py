@@ -6,6 +6,10 @@ ratio to the raw ASGI app on the same server. The I/O-bound scenario (``GET /io`
 50 ms) is compared with Little's law: connections / latency.
 
     python benchmarks/endtoend.py [--quick] [--frameworks ...] [--servers granian uvicorn]
+                                  [--output docs/benchmarks.md]
+
+``--output`` rewrites that page's ``endtoend`` section (``benchmarks/sections.py``);
+``run.py --endtoend`` does the same after its in-process run.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 import orjson
 
 from benchmarks import apps
+from benchmarks.sections import check_section, provenance, write_section
 from benchmarks.workload import IO_DELAY, PLAINTEXT, USER_ID
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -537,14 +542,20 @@ def _targets(result: EndToEndResult, servers: list[str]) -> list[str]:
     return rows
 
 
+def _runs(count: int) -> str:
+    return "1 run" if count == 1 else f"{count} runs"
+
+
 def render(result: EndToEndResult) -> list[str]:
     """Markdown lines: the end-to-end tables."""
     config = result.config
     lines = [
         "## End to end",
         "",
+        f"{provenance('benchmarks/endtoend.py')}; the suite took {result.seconds:.0f} s.",
+        "",
         f"One worker pinned to CPU {SERVER_CPU}, `wrk -t1 -c{config.connections} "
-        f"-d{config.duration}s` pinned to CPU {CLIENT_CPU}, 127.0.0.1, {config.runs} runs "
+        f"-d{config.duration}s` pinned to CPU {CLIENT_CPU}, 127.0.0.1, {_runs(config.runs)} "
         "per figure, interleaved across the frameworks. granian `--interface asgi --loop "
         "uvloop`, uvicorn `--loop uvloop --http httptools`.",
         "",
@@ -592,7 +603,6 @@ def render(result: EndToEndResult) -> list[str]:
     if notes.items:
         lines += ["", "Notes:", ""]
         lines += [f"{i}. {text.replace('|', '/')}" for i, text in enumerate(notes.items, 1)]
-    lines += ["", f"The end-to-end suite took {result.seconds:.0f} s."]
     return lines
 
 
@@ -615,7 +625,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1 run of 2 s per figure")
     parser.add_argument("--no-io", action="store_true", help="skip the I/O-bound scenario")
     parser.add_argument("-q", "--quiet", action="store_true")
+    parser.add_argument("--output", type=Path, help="page whose endtoend section to rewrite")
     args = parser.parse_args(argv)
+    if args.output is not None:  # a page without its markers fails now, not after the run
+        check_section(args.output, "endtoend")
     config = EndToEndConfig(runs=args.runs, duration=args.duration, io=not args.no_io)
     if args.quick:
         config.runs, config.duration = 1, 2
@@ -625,7 +638,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.servers:
         config.servers = tuple(args.servers)
     config.verbose = not args.quiet
-    print("\n".join(render(run_endtoend(config))))
+    markdown = "\n".join(render(run_endtoend(config))) + "\n"
+    print(markdown)
+    if args.output is not None:
+        write_section(args.output, "endtoend", markdown)
+        print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
 

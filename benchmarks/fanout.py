@@ -19,7 +19,8 @@ too. Nothing here asserts a timing.
 
     python benchmarks/fanout.py                      # 1,000 subscribers, asyncio
     python benchmarks/fanout.py --loop uvloop --subscribers 10000 --apps broadcast
-    python benchmarks/fanout.py --output docs/fanout.md
+    python benchmarks/fanout.py --output docs/benchmarks.md   # rewrites its ``fanout`` section
+    python benchmarks/fanout.py --quick                       # a smoke run: 100 subscribers
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import orjson
 
+from benchmarks.sections import check_section, provenance, write_section
 from microasgi import App, WebSocket
 from microasgi.broadcast import Broadcast
 
@@ -352,8 +354,12 @@ def ms(seconds: float) -> str:
 
 def table(results: list[Result], args: argparse.Namespace) -> str:
     lines = [
-        f"Fan-out to {args.subscribers:,} WebSocket subscribers in process, {args.loop}, "
-        f"Python {sys.version.split()[0]}; median of {args.rounds} rounds.",
+        "## Fan-out",
+        "",
+        f"{provenance('benchmarks/fanout.py')}.",
+        "",
+        f"One publish to {args.subscribers:,} WebSocket subscribers, in process on {args.loop}; "
+        f"median of {args.rounds} rounds.",
         "",
         "| app | backend | first (ms) | median (ms) | last (ms) | last, best (ms) "
         "| msgs/s to all | msgs/s, nobody subscribed | setup (s) |",
@@ -377,18 +383,20 @@ def table(results: list[Result], args: argparse.Namespace) -> str:
 
 async def main(args: argparse.Namespace) -> str:
     results = []
+    skipped = ""
     with redis_server(args.redis_url) as redis_url:
         backends = [("memory", "memory://")]
         if redis_url is not None and not args.memory_only:
             backends.append(("redis", redis_url))
         elif not args.memory_only:
-            print("no redis-server on PATH and no --redis-url: Redis skipped", file=sys.stderr)
+            skipped = "No redis-server on PATH and no `--redis-url`: the Redis backend was skipped."
+            print(skipped, file=sys.stderr)
         for name, url in backends:
             if "broadcast" in args.apps:
                 results.append(await bench_broadcast(url, name, args))
             if "chat" in args.apps:
                 results.append(await bench_chat(url, name, args))
-    return table(results, args)
+    return table(results, args) + (f"\n\n{skipped}" if skipped else "")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -402,12 +410,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--redis-url", help="use this Redis instead of starting a redis-server")
     parser.add_argument("--memory-only", action="store_true")
-    parser.add_argument("--output", type=Path, help="also write the Markdown table there")
-    return parser.parse_args(argv)
+    parser.add_argument("--quick", action="store_true", help="100 subscribers, 3 short rounds")
+    parser.add_argument("--output", type=Path, help="page whose fanout section to rewrite")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.subscribers, args.rounds, args.messages = 100, 3, 20
+    return args
 
 
 if __name__ == "__main__":
     arguments = parse_args()
+    if arguments.output is not None:  # a page without its markers fails now, not after the run
+        check_section(arguments.output, "fanout")
     os.environ.pop("REDIS_URL", None)  # NOTE: the chat app's default; each run names its own
     if arguments.loop == "uvloop":
         import uvloop
@@ -416,4 +430,5 @@ if __name__ == "__main__":
     report = asyncio.run(main(arguments))
     print(report)
     if arguments.output is not None:
-        arguments.output.write_text(report + "\n")
+        write_section(arguments.output, "fanout", report)
+        print(f"wrote {arguments.output}", file=sys.stderr)

@@ -11,8 +11,10 @@ rounds), and the /ping latencies seen meanwhile; an uncounted round at each size
 up first. Both apps parse the form with their own ``request.form()`` and answer the
 file's size.
 
-    python benchmarks/uploads.py [--sizes 100 1024] [--rounds 3] [--tmpdir DIR]
-                                 [--output FILE.md] [--json FILE]
+    python benchmarks/uploads.py [--sizes 100 1024] [--rounds 3] [--tmpdir DIR] [--quick]
+                                 [--output docs/benchmarks.md] [--json FILE]
+
+``--output`` rewrites that page's ``uploads`` section (``benchmarks/sections.py``).
 
 Targets (PERFORMANCE.md): throughput at least Starlette's, peak RSS growth under 32 MiB
 for 1 GiB, /ping answered within 50 ms meanwhile. Nothing here asserts a timing.
@@ -37,6 +39,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+if __package__ in (None, ""):  # run as a script: uvicorn imports `benchmarks.uploads`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.sections import check_section, provenance, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -347,8 +354,10 @@ def to_markdown(results: list[Result], rounds: int, tmpdir: str | None = None) -
     lines = [
         "## Uploads",
         "",
+        f"{provenance('benchmarks/uploads.py')}.",
+        "",
         f"One multipart file streamed to uvicorn (1 worker, files spooled to `{spool}`), "
-        f"median of {rounds} rounds; "
+        f"{'1 round' if rounds == 1 else f'median of {rounds} rounds'}; "
         "server CPU is the server process's user and system time, every thread included "
         "(steadier than MiB/s on a shared machine); peak RSS growth is the largest of the "
         "rounds; `/ping` every 10 ms from another process meanwhile.",
@@ -411,10 +420,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
     parser.add_argument("--sizes", nargs="+", type=int, default=list(SIZES_MIB), metavar="MIB")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--output", type=Path, help="write the Markdown section there")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 10 MiB, one round")
+    parser.add_argument("--output", type=Path, help="page whose uploads section to rewrite")
     parser.add_argument("--json", type=Path, help="also dump the raw results there")
     parser.add_argument("--tmpdir", help="where the servers spool uploads (TMPDIR)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.rounds = [10], 1
+    if args.output is not None:  # a page without its markers fails now, not after the run
+        check_section(args.output, "uploads")
     if hasattr(os, "sched_setaffinity") and shutil.which("taskset"):
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, {CLIENT_CPU})
@@ -422,13 +436,12 @@ def main(argv: list[str] | None = None) -> int:
     markdown = to_markdown(results, args.rounds, args.tmpdir)
     print(markdown)
     if args.output:
-        args.output.write_text(markdown)
+        write_section(args.output, "uploads", markdown)
+        print(f"wrote {args.output}", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
     return 1 if any(r.error for r in results) else 0
 
 
 if __name__ == "__main__":
-    if __package__ in (None, ""):  # run as a script: uvicorn imports `benchmarks.uploads`
-        sys.path.insert(0, str(ROOT))
     sys.exit(main())
