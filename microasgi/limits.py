@@ -27,7 +27,8 @@ class Limits:
       bytes per header line (400).
     - ``spool_max_size``: bytes of an uploaded file kept in memory before it spools to disk.
     - ``max_ranges``: parts of a multi-range request (more are answered with the whole file).
-    - ``max_decompressed_size``: bytes a compressed request body may inflate to (413).
+    - ``max_decompressed_size``: bytes a compressed request body may inflate to (413),
+      enforced by ``RequestDecompressionMiddleware``.
     - ``max_message_size``: bytes of one WebSocket message (close 1009).
     - ``websocket_idle_timeout``: seconds without a message before the socket is closed.
     - ``websocket_max_rate``: messages per second a client may send (close 1008).

@@ -11,6 +11,7 @@ from microasgi.types import ASGIApp
 if TYPE_CHECKING:
     from .cors import CORSMiddleware
     from .csrf import CSRFMiddleware
+    from .decompression import RequestDecompressionMiddleware
     from .gzip import CompressionMiddleware, GZipMiddleware
     from .http import HTTPMiddleware
     from .httpsredirect import HTTPSRedirectMiddleware
@@ -30,6 +31,7 @@ _BUILT_IN = {
     "HTTPMiddleware": ".http",
     "HTTPSRedirectMiddleware": ".httpsredirect",
     "ProxyHeadersMiddleware": ".proxyheaders",
+    "RequestDecompressionMiddleware": ".decompression",
     "RequestIDFilter": ".requestid",
     "RequestIDMiddleware": ".requestid",
     "SessionMiddleware": ".sessions",
@@ -50,6 +52,7 @@ __all__ = [
     "HTTPSRedirectMiddleware",
     "Middleware",
     "ProxyHeadersMiddleware",
+    "RequestDecompressionMiddleware",
     "RequestIDFilter",
     "RequestIDMiddleware",
     "SessionMiddleware",
