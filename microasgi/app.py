@@ -11,7 +11,14 @@ from ._errors import ExceptionHandler, ExceptionHandlers, handle_server_error
 from .concurrency import watch_event_loop
 from .datastructures import State
 from .exceptions import SetupError
-from .lifespan import Hook, LifespanFactory, child_lifespan, combine, serve_lifespan
+from .lifespan import (
+    Hook,
+    LifespanFactory,
+    child_lifespan,
+    combine,
+    refuse_startup,
+    serve_lifespan,
+)
 from .limits import Limits
 from .middleware import Middleware, build_stack
 from .routing.router import Router, RouteTable
@@ -113,7 +120,15 @@ class App:
             await self._on_error(exc, scope, receive, send)
 
     async def _first_call(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self._build()
+        try:
+            self._build()
+        except Exception as exc:
+            # NOTE: a middleware that refuses its options fails here. On the lifespan it
+            # is a failed startup, so the server refuses to start; without a lifespan it
+            # is raised again on every request, each answered 500 and logged.
+            if scope["type"] == "lifespan":
+                await refuse_startup(exc, receive, send)
+            raise
         await self._app(scope, receive, send)
 
     def _build(self) -> None:

@@ -22,6 +22,7 @@ __all__ = [
     "acknowledge_lifespan",
     "child_lifespan",
     "combine",
+    "refuse_startup",
     "serve_lifespan",
 ]
 
@@ -94,13 +95,35 @@ async def serve_lifespan(
             await send({"type": "lifespan.startup.complete"})
             started = True
             await receive()  # lifespan.shutdown
-    except BaseException:
-        text = traceback.format_exc()
-        logger.error("Lifespan %s failed:\n%s", "shutdown" if started else "startup", text)
-        failed = "lifespan.shutdown.failed" if started else "lifespan.startup.failed"
-        await send({"type": failed, "message": text})
+    except BaseException as exc:
+        await _report_failure("shutdown" if started else "startup", exc, send)
         raise
     await send({"type": "lifespan.shutdown.complete"})
+
+
+async def refuse_startup(error: BaseException, receive: Receive, send: Send) -> None:
+    """Answer ``lifespan.startup`` with ``lifespan.startup.failed`` for ``error``.
+
+    For an app whose setup (its routes or its middleware stack) failed before its lifespan
+    could run: the server refuses to start, as for a lifespan that fails.
+    """
+    await receive()  # lifespan.startup
+    await _report_failure("startup", error, send)
+
+
+async def _report_failure(phase: str, error: BaseException, send: Send) -> None:
+    # NOTE: the traceback is logged here, once; the server gets the error alone, which
+    # servers log too (Uvicorn: "ERROR: ValueError: ..."), so it is not printed twice.
+    logger.error("Lifespan %s failed", phase, exc_info=error)
+    await send({"type": f"lifespan.{phase}.failed", "message": _describe(error)})
+
+
+def _describe(error: BaseException) -> str:
+    """``Type: message`` for ``error``; for an exception group, for each error in it."""
+    errors = getattr(error, "exceptions", None)
+    if isinstance(errors, tuple) and errors:
+        return "; ".join(_describe(inner) for inner in errors)
+    return "".join(traceback.format_exception_only(type(error), error)).strip()
 
 
 async def acknowledge_lifespan(receive: Receive, send: Send) -> None:

@@ -571,6 +571,148 @@ def test_shutdown_failure_is_reported(client_factory: ClientFactory) -> None:
         pass
 
 
+def test_the_decorators_and_the_router_facade(client_factory: ClientFactory) -> None:
+    from microasgi import Router, WebSocket
+
+    app = App()
+    for method in ("put", "patch", "delete", "head", "options"):
+
+        async def handler(request: Request) -> str:
+            return request.method
+
+        getattr(app, method)(f"/{method}", name=method)(handler)
+
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("ws")
+        await websocket.close()
+
+    app.add_websocket_route("/ws", ws, name="ws")
+    api = Router()
+
+    @api.get("/things")
+    async def things(request: Request) -> str:
+        return "things"
+
+    app.include_router(api, prefix="/api")
+    app.host("{sub}.example.com", Router(routes=[*api.routes]))
+    with pytest.raises(ValueError, match='kind "http" only'):
+        app.middleware("websocket")
+    assert app.url_path_for("patch") == "/patch"
+    assert len(app.routes) == 8
+    with client_factory(app) as client:
+        for method in ("put", "patch", "delete", "options"):
+            assert client.request(method, f"/{method}").text == method.upper()
+        assert client.head("/head").status_code == 200
+        assert client.get("/api/things").text == "things"
+        assert client.get("/things", headers={"host": "a.example.com"}).text == "things"
+        with client.websocket_connect("/ws") as session:
+            assert session.receive_text() == "ws"
+    built = app._app
+    app._build()  # a second call (two first requests at once) keeps the stack
+    assert app._app is built
+
+
+# --- a middleware that refuses its options ------------------------------------------------
+
+
+def misconfigured_app(middleware: Middleware | None = None) -> App:
+    from microasgi.middleware import CORSMiddleware
+
+    spec = middleware or Middleware(CORSMiddleware, allow_origins=["https://a.example/"])
+    app = App(middleware=[spec])
+
+    @app.get("/")
+    async def index(request: Request) -> str:
+        return "never served"
+
+    return app
+
+
+def session_without_https() -> Middleware:
+    from microasgi.middleware import SessionMiddleware
+
+    return Middleware(SessionMiddleware, secret_key="k" * 32, same_site="none")
+
+
+@pytest.mark.parametrize(
+    ("middleware", "error"),
+    [(None, "Invalid CORS origin 'https://a.example/'"), ("session", "needs https_only=True")],
+)
+def test_a_middleware_that_refuses_its_options_fails_startup(
+    client_factory: ClientFactory,
+    caplog: pytest.LogCaptureFixture,
+    middleware: str | None,
+    error: str,
+) -> None:
+    from microasgi.testing import LifespanFailed
+
+    app = misconfigured_app(session_without_https() if middleware else None)
+    with caplog.at_level(logging.ERROR, logger="microasgi"):
+        with pytest.raises(LifespanFailed, match=error) as info, client_factory(app):
+            pass
+    assert info.value.phase == "startup"
+    assert isinstance(info.value.__cause__, ValueError)
+    records = [r for r in caplog.records if r.name == "microasgi"]
+    assert len(records) == 1
+    assert records[0].getMessage() == "Lifespan startup failed"
+    assert records[0].exc_info is not None and records[0].exc_info[0] is ValueError
+
+
+@pytest.mark.anyio
+async def test_a_setup_failure_answers_startup_failed(anyio_backend: str) -> None:
+    app = misconfigured_app()
+    messages = [{"type": "lifespan.startup"}]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return messages.pop(0)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": {}}
+    with pytest.raises(ValueError, match="Invalid CORS origin"):
+        await app(scope, receive, send)
+    assert sent == [
+        {
+            "type": "lifespan.startup.failed",
+            "message": "ValueError: Invalid CORS origin 'https://a.example/': write "
+            "scheme://host[:port] with no path or trailing slash, or use allow_origin_regex "
+            "for patterns",
+        }
+    ]
+
+
+def test_a_mounted_app_that_cannot_be_set_up_fails_startup(client_factory: ClientFactory) -> None:
+    from microasgi.testing import LifespanFailed
+
+    app = App()
+    app.mount("/sub", misconfigured_app())
+    with pytest.raises(LifespanFailed, match="failed to start: ValueError: Invalid CORS origin"):
+        with client_factory(app):
+            pass
+
+
+def test_a_setup_failure_without_lifespan_is_a_500_per_request(
+    client_factory: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # NOTE: a server without lifespan (uvicorn --lifespan off) calls the app first with a
+    # request: each one is answered 500 and logged, none hangs.
+    client = client_factory(misconfigured_app(), raise_server_exceptions=False)
+    with caplog.at_level(logging.ERROR, logger="microasgi"):
+        for _ in range(2):
+            response = client.get("/")
+            assert (response.status_code, response.text) == (500, "Internal Server Error")
+    records = [r for r in caplog.records if r.name == "microasgi"]
+    assert len(records) == 2
+    for record in records:
+        assert record.exc_info is not None and record.exc_info[0] is ValueError
+        assert "Invalid CORS origin" in str(record.exc_info[1])
+    with pytest.raises(ValueError, match="Invalid CORS origin"):
+        client_factory(misconfigured_app()).get("/")
+
+
 def test_middleware_order_first_added_is_outermost(client_factory: ClientFactory) -> None:
     order: list[str] = []
 

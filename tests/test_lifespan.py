@@ -1,13 +1,22 @@
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import anyio
+import httpx
 import pytest
 
-from microasgi import App, Request
-from microasgi.testing import TestClient
+from microasgi import App, Middleware, Request
+from microasgi.testing import LifespanFailed, TestClient
 from microasgi.types import Message, Receive, Scope, Send
+from tests.integration.servers import ROOT, require_module, serve, server_argv
+from tests.support import free_port
 
 ClientFactory = Callable[..., TestClient]
 
@@ -86,3 +95,98 @@ async def test_app_without_state_support_still_starts() -> None:
     await serve_lifespan(None, factory, {"type": "lifespan"}, receive, send, states.append)
     assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     assert states == [{}]
+
+
+# --- failures: what the server is told, what is logged -------------------------------------
+
+
+def test_a_failed_startup_logs_the_traceback_once_and_tells_the_error(
+    client_factory: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = App()
+
+    @app.on_startup
+    def broken() -> None:
+        raise RuntimeError("database unreachable")
+
+    with caplog.at_level(logging.ERROR, logger="microasgi"):
+        with pytest.raises(LifespanFailed) as info, client_factory(app):
+            pass
+    # NOTE: servers log the message too (Uvicorn: "ERROR: <message>"): the error, not a
+    # second copy of the traceback.
+    assert info.value.message == "RuntimeError: database unreachable"
+    records = [r for r in caplog.records if r.name == "microasgi"]
+    assert [r.getMessage() for r in records] == ["Lifespan startup failed"]
+    assert records[0].exc_info is not None and records[0].exc_info[0] is RuntimeError
+
+
+def test_an_exception_group_is_told_error_by_error(client_factory: ClientFactory) -> None:
+    app = App()
+
+    async def fail(error: Exception) -> None:
+        raise error
+
+    @app.on_shutdown
+    async def broken() -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(fail, KeyError("a"))
+            group.start_soon(fail, OSError("disk full"))
+
+    with pytest.raises(LifespanFailed) as info, client_factory(app):
+        pass
+    assert info.value.phase == "shutdown"
+    assert sorted(info.value.message.split("; ")) == ["KeyError: 'a'", "OSError: disk full"]
+
+
+# --- a middleware that refuses its options, under a real server ------------------------------
+
+
+def misconfigured_app() -> App:
+    """An app whose middleware stack cannot be built (served by the tests below)."""
+    from microasgi.middleware import CORSMiddleware
+
+    app = App(middleware=[Middleware(CORSMiddleware, allow_origins=["https://a.example/"])])
+
+    @app.get("/")
+    async def index(request: Request) -> str:
+        return "never served"
+
+    return app
+
+
+MISCONFIGURED = "tests.test_lifespan:misconfigured_app"
+ERROR = "ValueError: Invalid CORS origin 'https://a.example/'"
+
+
+@pytest.mark.integration
+def test_uvicorn_refuses_to_start_an_app_whose_middleware_fails() -> None:
+    require_module("uvicorn")
+    argv = [*server_argv("uvicorn", MISCONFIGURED, free_port()), "--factory"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    try:
+        done = subprocess.run(
+            [sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+        )
+    except subprocess.TimeoutExpired as running:
+        pytest.fail(f"uvicorn started and served the broken app:\n{running.stderr!r}")
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert "Application startup failed. Exiting." in output
+    assert f"ERROR:    {ERROR}" in output
+    assert "appears unsupported" not in output
+    assert output.count("Traceback (most recent call last)") == 1, output
+
+
+@pytest.mark.integration
+def test_uvicorn_without_lifespan_answers_500_to_each_request(tmp_path: Path) -> None:
+    require_module("uvicorn")
+    port = free_port()
+    argv = [*server_argv("uvicorn", MISCONFIGURED, port), "--factory", "--lifespan", "off"]
+    with serve(argv, tmp_path / "uvicorn.log", port=port) as server:
+        with httpx.Client(base_url=server.url, trust_env=False, timeout=10) as client:
+            for _ in range(2):
+                response = client.get("/")
+                assert (response.status_code, response.text) == (500, "Internal Server Error")
+    output = server.log_text()
+    assert output.count("Unhandled ValueError in GET /") == 2, output
+    assert output.count(ERROR) == 2, output

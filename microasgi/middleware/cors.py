@@ -13,6 +13,8 @@ from microasgi.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
 __all__ = ["CORSMiddleware"]
 
 ALL_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+# NOTE: an HTTP method is a token (RFC 9110); anything else is refused, never echoed.
+_METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # NOTE: the CORS-safelisted request headers, always allowed (Fetch standard).
 SAFELISTED_HEADERS = frozenset({"accept", "accept-language", "content-language", "content-type"})
 
@@ -23,7 +25,8 @@ class CORSMiddleware:
     - ``allow_origins``: exact origins (``"https://example.com"``), or ``["*"]`` for any.
       They are compared as strings, never as patterns.
     - ``allow_origin_regex``: a regular expression an origin must match in full.
-    - ``allow_methods`` / ``allow_headers``: what a preflight may ask for (``"*"``: any).
+    - ``allow_methods`` / ``allow_headers``: what a preflight may ask for (``"*"``: any;
+      the preflight's answer then names the method and headers it asked for).
     - ``allow_credentials``: allow cookies; the exact origin is then echoed, never ``*``.
     - ``expose_headers``: response headers the browser lets scripts read.
     - ``max_age``: seconds a browser may cache a preflight answer.
@@ -64,10 +67,10 @@ class CORSMiddleware:
                 (b"access-control-expose-headers", ", ".join(expose_headers).encode("latin-1"))
             )
         self.simple_headers = simple
-        preflight: RawHeaders = [
-            (b"access-control-allow-methods", ", ".join(self.allow_methods).encode("latin-1")),
-            (b"access-control-max-age", str(int(max_age)).encode("latin-1")),
-        ]
+        preflight: RawHeaders = [(b"access-control-max-age", str(int(max_age)).encode("latin-1"))]
+        if not self.allow_all_methods:
+            methods_value = ", ".join(self.allow_methods).encode("latin-1")
+            preflight.append((b"access-control-allow-methods", methods_value))
         if allow_credentials:
             preflight.append((b"access-control-allow-credentials", b"true"))
         if headers and not self.allow_all_headers:
@@ -80,6 +83,9 @@ class CORSMiddleware:
         self.preflight_headers = preflight
         # NOTE: with credentials (or a list of origins) the answer depends on the Origin.
         self.echo_origin = allow_credentials or not self.allow_all_origins
+        # NOTE: a preflight's answer depends on the method and headers it asks for too.
+        vary = b"Access-Control-Request-Method, Access-Control-Request-Headers"
+        self.preflight_vary = (b"vary", b"Origin, " + vary if self.echo_origin else vary)
 
     def is_allowed_origin(self, origin: str) -> bool:
         """Return whether ``origin`` may read responses."""
@@ -98,9 +104,7 @@ class CORSMiddleware:
                 origin = value.decode("latin-1")
             elif name == b"access-control-request-method":
                 request_method = value.decode("latin-1")
-        if origin is None:
-            await self.app(scope, receive, send)
-        elif scope["method"] == "OPTIONS" and request_method is not None:
+        if origin is not None and request_method is not None and scope["method"] == "OPTIONS":
             await self.preflight(scope, send, origin, request_method)
         else:
             await self.app(scope, receive, self._with_headers(send, origin))
@@ -114,7 +118,10 @@ class CORSMiddleware:
         failures = []
         if not self.is_allowed_origin(origin):
             failures.append("origin")
-        if not (self.allow_all_methods or method.upper() in self.allow_methods):
+        if self.allow_all_methods:
+            if _METHOD.fullmatch(method) is None:
+                failures.append("method")
+        elif method.upper() not in self.allow_methods:
             failures.append("method")
         if not self.allow_all_headers and any(
             header.strip().lower() not in self.allow_headers
@@ -134,10 +141,13 @@ class CORSMiddleware:
                 *self.preflight_headers,
                 (b"content-type", b"text/plain; charset=utf-8"),
             ]
+            if self.allow_all_methods:
+                # NOTE: "*" is the wildcard only without credentials (Fetch standard); the
+                # method asked for is right in both cases.
+                headers.append((b"access-control-allow-methods", method.encode("latin-1")))
             if self.allow_all_headers and requested:
                 headers.append((b"access-control-allow-headers", requested.encode("latin-1")))
-        if self.echo_origin:
-            headers.append((b"vary", b"Origin"))
+        headers.append(self.preflight_vary)
         headers.append((b"content-length", b"%d" % len(body)))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -147,10 +157,13 @@ class CORSMiddleware:
             return [(b"access-control-allow-origin", origin.encode("latin-1"))]
         return [(b"access-control-allow-origin", b"*")]
 
-    def _with_headers(self, send: Send, origin: str) -> Send:
+    def _with_headers(self, send: Send, origin: str | None) -> Send:
+        if origin is None or not self.is_allowed_origin(origin):
+            # NOTE: when the answer depends on the Origin, every response varies on it,
+            # those to requests without one included, or a cache could hand one of them to
+            # a cross-origin request (Fetch standard, "CORS protocol and HTTP caches").
+            return _varying_on_origin(send) if self.echo_origin else send
         added = [*self._origin_headers(origin), *self.simple_headers]
-        if not self.is_allowed_origin(origin):
-            added = []
         replaced = {name for name, _ in added}
 
         async def send_with_cors(message: Message) -> None:
@@ -159,11 +172,31 @@ class CORSMiddleware:
                 raw = [item for item in message.get("headers", ()) if item[0] not in replaced]
                 raw.extend(added)
                 if self.echo_origin:
-                    MutableHeaders(raw=raw).add_vary_header("Origin")
+                    _vary_on_origin(raw)
                 message = {**message, "headers": raw}
             await send(message)
 
         return send_with_cors
+
+
+def _varying_on_origin(send: Send) -> Send:
+    async def send_with_vary(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            raw = list(message.get("headers", ()))  # NOTE: the response's own may be shared
+            _vary_on_origin(raw)
+            message = {**message, "headers": raw}
+        await send(message)
+
+    return send_with_vary
+
+
+def _vary_on_origin(raw: RawHeaders) -> None:
+    # PERF: most responses have no Vary yet; only a list that has one is parsed.
+    for name, _ in raw:
+        if name == b"vary":
+            MutableHeaders(raw=raw).add_vary_header("Origin")
+            return
+    raw.append((b"vary", b"Origin"))
 
 
 def _checked_origin(origin: str) -> str:

@@ -133,7 +133,8 @@ class CompressionMiddleware:
     Never compressed: responses that already have a ``Content-Encoding``, event streams
     (``text/event-stream``), partial content (206), bodiless statuses and HEAD requests.
     Compressed responses get ``Vary: Accept-Encoding``, lose ``Content-Length`` when they
-    stream and ``Accept-Ranges``, and a strong ``ETag`` becomes weak.
+    stream and ``Accept-Ranges``, and a strong ``ETag`` becomes weak. A response that would
+    have been compressed for another ``Accept-Encoding`` gets ``Vary: Accept-Encoding`` too.
     """
 
     def __init__(
@@ -201,9 +202,9 @@ class CompressionMiddleware:
             if name == b"accept-encoding":
                 accept = value
         encoding = self.choose(accept) if accept else None
-        if encoding is None:
-            await self.app(scope, receive, send)
-            return
+        # NOTE: sent as it is, a response that another client would get compressed still
+        # depends on Accept-Encoding, which caches must know (RFC 9110, 12.5.5): it goes
+        # through the same decision, to get its Vary.
         await self.app(scope, receive, _CompressingSend(self, encoding, send).send)
 
 
@@ -218,15 +219,19 @@ class GZipMiddleware(CompressionMiddleware):
         super().__init__(app, minimum_size, encodings=("gzip",), gzip_level=compresslevel)
 
 
-_NEVER_COMPRESSED = ("text/event-stream",)
+_NEVER_COMPRESSED = (b"text/event-stream",)
 
 
 class _CompressingSend:
-    """The ``send`` of one response: decides at the first body, then compresses."""
+    """The ``send`` of one response: decides at the first body, then compresses.
+
+    Without an ``encoding`` (the client accepts none), a response that would have been
+    compressed is sent as it is, with ``Vary: Accept-Encoding``.
+    """
 
     __slots__ = ("_encoder", "_encoding", "_middleware", "_send", "_start", "_state")
 
-    def __init__(self, middleware: CompressionMiddleware, encoding: str, send: Send) -> None:
+    def __init__(self, middleware: CompressionMiddleware, encoding: str | None, send: Send) -> None:
         self._middleware = middleware
         self._encoding = encoding
         self._send = send
@@ -259,26 +264,34 @@ class _CompressingSend:
         status = start["status"]
         if status < 200 or status in (204, 206, 304):
             return True
-        headers = MutableHeaders(raw=list(start.get("headers", ())))
-        if "content-encoding" in headers:
+        # PERF: one pass over the raw headers, no Headers object: this runs per response,
+        # for the requests that accept no encoding too.
+        media_type = length = None
+        for name, value in start.get("headers", ()):
+            if name == b"content-encoding":
+                return True
+            if name == b"content-type" and media_type is None:
+                media_type = value
+            elif name == b"content-length" and length is None:
+                length = value
+        if media_type is not None and _media_type(media_type) in _NEVER_COMPRESSED:
             return True
-        media_type = headers.get("content-type", "").partition(";")[0].strip().lower()
-        if media_type in _NEVER_COMPRESSED:
-            return True
-        length = headers.get("content-length")
         return (
             length is not None and length.isdigit() and int(length) < self._middleware.minimum_size
         )
 
     async def _first_body(self, message: Message) -> None:
         assert self._start is not None
-        body = bytes(message.get("body", b""))
+        body = message.get("body", b"")
         more_body = message.get("more_body", False)
-        if not more_body and len(body) < self._middleware.minimum_size:
+        small = not more_body and len(body) < self._middleware.minimum_size
+        if small or self._encoding is None:
+            # NOTE: as Starlette does, a small response gets no Vary: it is never compressed.
             self._state = "passing"
-            await self._send(self._start)
+            await self._send(self._start if small else _with_vary(self._start))
             await self._send(message)
             return
+        body = bytes(body)
         self._state = "compressing"
         encoder = self._encoder = self._middleware.encoder(self._encoding)
         compressed = encoder.compress(body) if body else b""
@@ -302,6 +315,7 @@ class _CompressingSend:
         await self._send({"type": "http.response.body", "body": compressed, "more_body": more_body})
 
     def _compressed_start(self, start: Message, whole: bytes | None) -> Message:
+        assert self._encoding is not None
         headers = MutableHeaders(raw=list(start.get("headers", ())))
         del headers["content-length"]
         del headers["accept-ranges"]
@@ -313,3 +327,19 @@ class _CompressingSend:
         if etag is not None and not etag.startswith("W/"):
             headers["etag"] = "W/" + etag
         return {**start, "headers": headers.raw}
+
+
+def _media_type(content_type: bytes) -> bytes:
+    return content_type.partition(b";")[0].strip().lower()
+
+
+def _with_vary(start: Message) -> Message:
+    raw = list(start.get("headers", ()))
+    # PERF: most responses have no Vary yet; only a list that has one is parsed.
+    for name, _ in raw:
+        if name == b"vary":
+            MutableHeaders(raw=raw).add_vary_header("Accept-Encoding")
+            break
+    else:
+        raw.append((b"vary", b"Accept-Encoding"))
+    return {**start, "headers": raw}

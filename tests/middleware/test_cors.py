@@ -56,8 +56,17 @@ def test_simple_request_from_an_allowed_origin(client_factory: ClientFactory) ->
         assert "access-control-allow-credentials" not in response.headers
 
 
-def test_no_origin_no_cors_headers(client_factory: ClientFactory) -> None:
+def test_no_origin_no_cors_headers_but_vary(client_factory: ClientFactory) -> None:
+    # NOTE: the answer depends on the Origin, so a cache must not hand this response, which
+    # has no CORS headers, to a cross-origin request (Fetch standard, CORS and HTTP caches).
     with client_factory(make_app(allow_origins=[SITE])) as client:
+        response = client.get("/")
+        assert "access-control-allow-origin" not in response.headers
+        assert response.headers["vary"] == "Origin"
+
+
+def test_no_origin_and_any_origin_no_vary(client_factory: ClientFactory) -> None:
+    with client_factory(make_app(allow_origins=["*"])) as client:
         response = client.get("/")
         assert "access-control-allow-origin" not in response.headers
         assert "vary" not in response.headers
@@ -122,7 +131,10 @@ def test_any_origin_without_credentials_is_a_star(client_factory: ClientFactory)
         response = preflight(client, "https://any.site", "GET")
         assert response.status_code == 200
         assert response.headers["access-control-allow-origin"] == "*"
-        assert "vary" not in response.headers
+        # NOTE: the same for every origin, but not for every method and header asked for.
+        assert response.headers["vary"] == (
+            "Access-Control-Request-Method, Access-Control-Request-Headers"
+        )
 
 
 def test_preflight_allowed(client_factory: ClientFactory) -> None:
@@ -142,7 +154,9 @@ def test_preflight_allowed(client_factory: ClientFactory) -> None:
         assert response.headers["access-control-allow-credentials"] == "true"
         allowed = response.headers["access-control-allow-headers"]
         assert {h.strip() for h in allowed.split(",")} >= {"x-token", "accept", "content-type"}
-        assert response.headers["vary"] == "Origin"
+        assert response.headers["vary"] == (
+            "Origin, Access-Control-Request-Method, Access-Control-Request-Headers"
+        )
 
 
 def test_preflight_refusals_say_why(client_factory: ClientFactory) -> None:
@@ -156,6 +170,9 @@ def test_preflight_refusals_say_why(client_factory: ClientFactory) -> None:
         assert "access-control-allow-origin" not in response.headers
         response = preflight(client, SITE, "GET", **{"access-control-request-headers": "x-no"})
         assert response.json() == {"detail": "Disallowed CORS headers"}
+        assert response.headers["vary"] == (
+            "Origin, Access-Control-Request-Method, Access-Control-Request-Headers"
+        )
 
 
 def test_preflight_with_any_method_and_header(client_factory: ClientFactory) -> None:
@@ -164,8 +181,45 @@ def test_preflight_with_any_method_and_header(client_factory: ClientFactory) -> 
         response = preflight(client, SITE, "PATCH", **{"access-control-request-headers": "x-a"})
         assert response.status_code == 200
         assert response.headers["access-control-allow-headers"] == "x-a"
-        assert "PATCH" in response.headers["access-control-allow-methods"]
+        assert response.headers["access-control-allow-methods"] == "PATCH"
         assert preflight(client, SITE, "PATCH").status_code == 200
+
+
+@pytest.mark.parametrize("credentials", [False, True])
+@pytest.mark.parametrize("method", ["PROPFIND", "QUERY", "patch", "GET"])
+def test_any_method_echoes_the_method_asked_for(
+    client_factory: ClientFactory, method: str, credentials: bool
+) -> None:
+    # NOTE: a browser sends the request only if its method is in the list it gets back;
+    # a fixed list of the usual methods would block PROPFIND whatever "*" promised.
+    app = make_app(allow_origins=[SITE], allow_methods=["*"], allow_credentials=credentials)
+
+    @app.route("/dav", methods=["PROPFIND", "QUERY", "GET", "patch"])
+    async def dav(request: Request) -> str:
+        return "dav"
+
+    with client_factory(app) as client:
+        headers = {"origin": SITE, "access-control-request-method": method}
+        response = client.options("/dav", headers=headers)
+        assert (response.status_code, response.text) == (200, "OK")
+        assert response.headers["access-control-allow-methods"] == method
+        assert response.headers["access-control-allow-origin"] == SITE
+        assert "Access-Control-Request-Method" in response.headers["vary"]
+        response = client.request(method, "/dav", headers={"origin": SITE})
+        assert response.text == "dav"
+        assert response.headers["access-control-allow-origin"] == SITE
+
+
+@pytest.mark.parametrize("method", ["GET POST", "GET,POST", "", "G\x7fT"])
+def test_any_method_refuses_what_is_not_a_method(
+    client_factory: ClientFactory, method: str
+) -> None:
+    app = make_app(allow_origins=[SITE], allow_methods=["*"])
+    with client_factory(app) as client:
+        response = preflight(client, SITE, method)
+        assert response.status_code == 400
+        assert response.json() == {"detail": "Disallowed CORS method"}
+        assert "access-control-allow-methods" not in response.headers
 
 
 def test_an_options_request_that_is_not_a_preflight(client_factory: ClientFactory) -> None:

@@ -100,6 +100,63 @@ def test_clients_that_do_not_accept_gzip(client_factory: ClientFactory, accept: 
         response = client.get("/text", headers={"accept-encoding": accept})
         assert "content-encoding" not in response.headers
         assert response.text == TEXT
+        # NOTE: another client would get it compressed: caches must key on the header.
+        assert response.headers["vary"] == "Accept-Encoding"
+        assert response.headers["content-length"] == str(len(TEXT))
+
+
+@pytest.mark.anyio
+async def test_a_request_without_accept_encoding_gets_vary() -> None:
+    app = gzip_app()
+    server = Server()
+    await app(http_scope("/text"), server.receive, server.send)
+    assert server.headers["vary"] == "Accept-Encoding"
+    assert "content-encoding" not in server.headers
+    assert server.body == TEXT.encode()
+
+
+def test_vary_is_merged_when_not_compressing(client_factory: ClientFactory) -> None:
+    app = gzip_app()
+
+    @app.get("/listed")
+    async def listed(request: Request) -> Response:
+        return PlainTextResponse(TEXT, headers={"vary": "cookie, accept-encoding"})
+
+    with client_factory(app) as client:
+        response = client.get("/headers", headers={"accept-encoding": "identity"})
+        assert response.headers["vary"] == "Cookie, Accept-Encoding"
+        assert response.headers["etag"] == '"v1"'
+        assert response.headers["accept-ranges"] == "bytes"
+        response = client.get("/listed", headers={"accept-encoding": "identity"})
+        assert response.headers.get_list("vary") == ["cookie, accept-encoding"]
+        response = client.get("/listed", headers={"accept-encoding": "gzip"})
+        assert response.headers.get_list("vary") == ["cookie, accept-encoding"]
+
+
+def test_a_streaming_response_not_compressed_gets_vary(client_factory: ClientFactory) -> None:
+    with client_factory(gzip_app()) as client:
+        response = client.get("/stream", headers={"accept-encoding": "identity"})
+        assert response.text == TEXT
+        assert "content-encoding" not in response.headers
+        assert response.headers["vary"] == "Accept-Encoding"
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [("/small", 200), ("/encoded", 200), ("/events", 200), ("/partial", 206), ("/empty", 204)],
+)
+def test_no_vary_on_responses_never_compressed(
+    client_factory: ClientFactory, path: str, status: int
+) -> None:
+    # NOTE: whatever the Accept-Encoding, these are sent as they are; a response under
+    # minimum_size included (as Starlette does).
+    with client_factory(gzip_app()) as client:
+        for accept in ("identity", "gzip"):
+            response = client.get(path, headers={"accept-encoding": accept})
+            assert response.status_code == status
+            assert "vary" not in response.headers
+        response = client.head("/text", headers={"accept-encoding": "identity"})
+        assert "vary" not in response.headers
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,19 @@ def make_app(*hosts: str, **options: Any) -> App:
     return app
 
 
-@pytest.mark.parametrize("host", ["example.com", "EXAMPLE.com", "example.com:8000", "example.com."])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "example.com",
+        "EXAMPLE.com",
+        "example.com:8000",
+        "example.com.",
+        "example.com.:8000",
+        "example.com:0",
+        "example.com:65535",
+        "example.com:00080",
+    ],
+)
 def test_allowed_hosts(client_factory: ClientFactory, host: str) -> None:
     with client_factory(make_app("example.com")) as client:
         response = client.get("/", headers={"host": host})
@@ -52,6 +64,18 @@ def test_allowed_hosts(client_factory: ClientFactory, host: str) -> None:
         "example.com/evil",
         "example.com:80:80",
         "",
+        # NOTE: request.url falls back to the server's address for these, so they must
+        # not pass as example.com: one trailing dot (the DNS root) at most, ports to 65535.
+        "example.com..",
+        "example.com...:80",
+        "example.com:65536",
+        "example.com:99999",
+        "example.com:",
+        "example.com:8o",
+        "example.com:-1",
+        "example.com:+80",
+        ".",
+        "[::1]:70000",
     ],
 )
 def test_bypass_attempts_are_refused(client_factory: ClientFactory, host: str) -> None:
@@ -80,7 +104,22 @@ def test_wildcard_subdomains(client_factory: ClientFactory) -> None:
     with client_factory(make_app("*.example.com")) as client:
         assert client.get("/", headers={"host": "api.example.com"}).status_code == 200
         assert client.get("/", headers={"host": "a.b.example.com"}).status_code == 200
-        for host in ("example.com", "evil.com", "api.example.com.evil", "apiXexample.com"):
+        assert client.get("/", headers={"host": "api.example.com.:443"}).status_code == 200
+        for host in (
+            "example.com",
+            "evil.com",
+            "api.example.com.evil",
+            "apiXexample.com",
+            "api.example.com..",
+            "api.example.com:99999",
+            "..example.com",
+        ):
+            assert client.get("/", headers={"host": host}).status_code == 400, host
+
+
+def test_www_redirect_refuses_invalid_ports_and_dots(client_factory: ClientFactory) -> None:
+    with client_factory(make_app("www.example.com"), follow_redirects=False) as client:
+        for host in ("example.com:99999", "example.com.."):
             assert client.get("/", headers={"host": host}).status_code == 400, host
 
 
