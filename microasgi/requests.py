@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import anyio
 import orjson
 
-from .datastructures import URL, Address, FormData, Headers, QueryParams, State, parse_cookie
-from .exceptions import ClientDisconnect, HTTPException
+from .datastructures import (
+    _PATH_SAFE,
+    URL,
+    Address,
+    FormData,
+    Headers,
+    QueryParams,
+    State,
+    parse_cookie,
+)
+from .exceptions import ClientDisconnect, HTTPException, NoMatchFound
 from .limits import limits_for
 from .types import Message, Receive, Scope, Send
 
@@ -24,6 +34,11 @@ BODY_KEY = "microasgi.body"
 
 FORM_KEY = "microasgi.form"
 """Scope key of the parsed form, so every Request over one scope sees the same one."""
+
+APP_ROOT_KEY = "microasgi.app_root"
+"""Scope key of ``(app, root_path, outer)``: the root path an app is served at, recorded by
+the first mount below it (mounts extend ``scope["root_path"]``); ``outer`` is the record of
+the app it is mounted in, or None."""
 
 
 async def _empty_receive() -> Message:
@@ -77,9 +92,12 @@ class HTTPConnection(Mapping[str, Any]):
 
     @property
     def base_url(self) -> URL:
-        """The URL of the application root (scheme, host and ``root_path``)."""
-        root_path = self.scope.get("root_path", "")
-        return self.url.replace(path=root_path.rstrip("/") + "/", query="", fragment="")
+        """The URL of the application root: where ``request.app`` is served.
+
+        Inside a mounted Router this is the app's root, not the mount's.
+        """
+        root_path = _app_roots(self.scope)[0][1]
+        return self.url.replace(path=_quote_root(root_path) + "/", query="", fragment="")
 
     @property
     def headers(self) -> Headers:
@@ -137,10 +155,16 @@ class HTTPConnection(Mapping[str, Any]):
         return self.scope["session"]  # type: ignore[no-any-return]
 
     def url_for(self, name: str, /, **path_params: Any) -> URL:
-        """Return the absolute URL of the route called ``name``."""
-        path = self.scope["app"].url_path_for(name, **path_params)
-        root_path = self.scope.get("root_path", "").rstrip("/")
-        return self.url.replace(path=root_path + path, query="", fragment="")
+        """Return the absolute URL of the route called ``name``.
+
+        The name is looked up in ``request.app``, then in the apps it is mounted in, from
+        the inside out. The scheme is ``http(s)`` for an HTTP route and ``ws(s)`` for a
+        WebSocket route, whichever kind of connection asks.
+        """
+        path, root_path = _url_path_for(_app_roots(self.scope), name, path_params)
+        url = self.url
+        scheme = _SCHEMES.get(getattr(path, "protocol", ""), {}).get(url.is_secure, url.scheme)
+        return url.replace(scheme=scheme, path=_quote_root(root_path) + path, query="", fragment="")
 
 
 class Request(HTTPConnection):
@@ -341,6 +365,55 @@ class Request(HTTPConnection):
                 "Expected a JSON body with Content-Type: application/json, "
                 f"got {content_type or 'no Content-Type'!r}",
             )
+
+
+_SCHEMES: dict[str, dict[bool, str]] = {
+    "http": {False: "http", True: "https"},
+    "websocket": {False: "ws", True: "wss"},
+}
+"""The scheme of a URL to a route, by the route's protocol and whether the request's is secure."""
+
+
+def _app_roots(scope: Scope) -> list[tuple[Any, str]]:
+    """``(app, root_path)`` for ``scope["app"]`` and then each app it is mounted in."""
+    app = scope.get("app")
+    recorded = scope.get(APP_ROOT_KEY)
+    if recorded is not None and recorded[0] is app:
+        app, root_path, recorded = recorded
+    else:
+        # NOTE: no mount recorded this app, so none extended root_path since it was entered.
+        root_path = scope.get("root_path", "")
+    roots = [(app, root_path)]
+    while recorded is not None:
+        app, root_path, recorded = recorded
+        roots.append((app, root_path))
+    return roots
+
+
+def _url_path_for(
+    roots: list[tuple[Any, str]], name: str, path_params: dict[str, Any]
+) -> tuple[str, str]:
+    """The path of ``name`` and the root path it is under, from the innermost app that has it."""
+    first: NoMatchFound | None = None
+    for app, root_path in roots:
+        url_path_for = getattr(app, "url_path_for", None)
+        if url_path_for is None:
+            continue
+        try:
+            return url_path_for(name, **path_params), root_path
+        except NoMatchFound as exc:
+            first = first or exc
+    if first is None:
+        raise RuntimeError(
+            "url_for() needs an App in scope['app']: serve the router through an App "
+            "(app.include_router() or app.mount())"
+        )
+    raise first
+
+
+def _quote_root(root_path: str) -> str:
+    """``root_path`` percent-encoded (it is decoded in the scope), without a trailing slash."""
+    return quote(root_path.rstrip("/"), safe=_PATH_SAFE) if root_path else ""
 
 
 def _too_large(limit: int) -> HTTPException:

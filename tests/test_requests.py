@@ -6,8 +6,8 @@ from typing import Any
 import anyio
 import pytest
 
-from microasgi import App, ClientDisconnect, HTTPException, Request
-from microasgi.requests import HTTPConnection
+from microasgi import App, ClientDisconnect, HTTPException, NoMatchFound, Request
+from microasgi.requests import APP_ROOT_KEY, HTTPConnection
 from microasgi.testing import TestClient
 from microasgi.types import Message
 
@@ -380,3 +380,127 @@ async def test_unknown_messages_while_reading_are_skipped() -> None:
         ),
     )
     assert await request.body() == b"ok"
+
+
+# --- base_url and url_for: the root the app is served at --------------------------------
+
+
+class _Named:
+    """An app with one route name, "page" at "/page" (and no other)."""
+
+    def __init__(self, error: type[Exception] = NoMatchFound) -> None:
+        self.error = error
+
+    def url_path_for(self, name: str, /, **params: Any) -> str:
+        if name == "page" and not params:
+            return "/page"
+        raise self.error(name, params)
+
+
+def test_base_url_is_the_root_path_of_the_app_not_of_a_mount() -> None:
+    app = _Named()
+    # A Router mounted at /sub under an app served at /proxy: the mount recorded the app's root.
+    scope = make_scope(
+        path="/proxy/sub/x",
+        root_path="/proxy/sub",
+        app=app,
+        **{APP_ROOT_KEY: (app, "/proxy", None)},
+    )
+    request = Request(scope)
+    assert str(request.base_url) == "http://example.com/proxy/"
+    assert str(request.url_for("page")) == "http://example.com/proxy/page"
+    # Without the record, scope["app"] was entered at root_path (no mount since).
+    request = Request(make_scope(path="/proxy/x", root_path="/proxy/", app=app))
+    assert str(request.base_url) == "http://example.com/proxy/"
+    assert str(request.url_for("page")) == "http://example.com/proxy/page"
+
+
+def test_url_for_falls_back_to_the_apps_an_app_is_mounted_in() -> None:
+    inner, middle, outermost = _Named(), object(), _Named()
+    # inner is mounted at /a/b/c in middle (served at /a/b), itself mounted in outermost (/a).
+    scope = make_scope(
+        path="/a/b/c/x",
+        root_path="/a/b/c",
+        app=inner,
+        **{APP_ROOT_KEY: (middle, "/a/b", (outermost, "/a", None))},
+    )
+    request = Request(scope)
+    assert str(request.base_url) == "http://example.com/a/b/c/"
+    assert str(request.url_for("page")) == "http://example.com/a/b/c/page"
+    with pytest.raises(NoMatchFound, match='"other"'):
+        request.url_for("other")
+    # Not in inner: middle has no url_path_for, so outermost answers, under its root.
+    request = Request({**scope, "app": _Named(), "path_params": {}})
+    request.scope["app"].url_path_for = _no_match  # type: ignore[attr-defined]
+    assert str(request.url_for("page")) == "http://example.com/a/page"
+    # NOTE: only NoMatchFound moves the lookup outwards; other errors are the caller's.
+    request = Request({**scope, "app": _Named(error=LookupError)})
+    with pytest.raises(LookupError):
+        request.url_for("other")
+
+
+def _no_match(name: str, /, **params: Any) -> str:
+    raise NoMatchFound(name, params)
+
+
+def test_url_for_needs_an_app_with_url_path_for() -> None:
+    for app in (None, object()):
+        with pytest.raises(RuntimeError, match="needs an App"):
+            Request(make_scope(app=app)).url_for("page")
+
+
+def test_base_url_and_url_for_encode_the_root_path() -> None:
+    app = _Named()
+    request = Request(make_scope(path="/a b/%/x", root_path="/a b/%", app=app))
+    assert str(request.base_url) == "http://example.com/a%20b/%25/"
+    assert str(request.url_for("page")) == "http://example.com/a%20b/%25/page"
+    assert request.url_for("page").path == "/a%20b/%25/page"
+
+
+def test_url_for_scheme_follows_the_route_protocol() -> None:
+    from microasgi.routing.routes import URLPath, _url_path
+
+    class Protocols:
+        def url_path_for(self, name: str, /, **params: Any) -> URLPath:
+            return _url_path("/" + name, name)
+
+    for scheme, secure in (("http", False), ("https", True), ("ws", False), ("wss", True)):
+        kind = "websocket" if scheme.startswith("ws") else "http"
+        request = HTTPConnection(make_scope(type=kind, scheme=scheme, app=Protocols()))
+        http, ws = ("https", "wss") if secure else ("http", "ws")
+        assert str(request.url_for("http")) == f"{http}://example.com/http"
+        assert str(request.url_for("websocket")) == f"{ws}://example.com/websocket"
+        # A path of unknown protocol (into a mounted app) keeps the connection's scheme.
+        assert request.url_for("").scheme == scheme
+
+
+def test_form_is_parsed_once_and_closed(client_factory: ClientFactory) -> None:
+    app = App()
+
+    @app.post("/form")
+    async def form(request: Request) -> dict[str, Any]:
+        first = await request.form()
+        again = await Request(request.scope, request.receive).form()
+        async with request.form() as inside:
+            assert inside is first
+        await request.close()
+        return {"same": first is again, "a": first.getlist("a")}
+
+    with client_factory(app) as client:
+        response = client.post("/form", data={"a": ["1", "2"]})
+    assert response.json() == {"same": True, "a": ["1", "2"]}
+
+
+@pytest.mark.anyio
+async def test_stream_skips_empty_chunks_and_needs_no_limit() -> None:
+    from microasgi.limits import Limits
+
+    app = App(limits=Limits(max_body_size=None))
+    scope = make_scope(app=app, headers=[(b"content-length", b"99")])
+    receive = receiver(
+        {"type": "http.request", "body": b"", "more_body": True},
+        {"type": "http.request", "body": b"ab", "more_body": False},
+    )
+    chunks = [chunk async for chunk in Request(scope, receive).stream()]
+    assert chunks == [b"ab"]
+    assert await Request(make_scope(), receiver()).close() is None

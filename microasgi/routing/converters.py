@@ -8,10 +8,18 @@ import re
 import uuid
 from collections.abc import Callable
 from typing import Any, Final
+from urllib.parse import quote
 
 from microasgi.exceptions import RouteTemplateError
 
-__all__ = ["NO_MATCH", "Converter", "get_converter", "register_converter"]
+__all__ = [
+    "NO_MATCH",
+    "Converter",
+    "get_converter",
+    "quote_path",
+    "quote_segment",
+    "register_converter",
+]
 
 
 class _NoMatch:
@@ -36,6 +44,46 @@ _STR_PRIORITY: Final = 1_000_000
 _PATH_PRIORITY: Final = 2_000_000
 
 
+# --- percent-encoding for URL building -------------------------------------------------------
+
+# NOTE: request paths reach the router percent-decoded, so a value must be encoded on its way
+# into a URL for the URL to route back to it. The characters kept are RFC 3986 pchars, the set
+# request.url keeps (datastructures._PATH_SAFE); everything else is encoded, `%` included.
+_SEGMENT_SAFE: Final = ":@!$&'()*+,;="
+# PERF: most values need no encoding; one regex tells them apart faster than quote() does.
+_is_plain_segment: Final = re.compile(r"[A-Za-z0-9\-._~:@!$&'()*+,;=]+", re.ASCII).fullmatch
+# NOTE: a plain path also neither starts with "/" nor has a "." or ".." segment.
+_is_plain_path: Final = re.compile(
+    r"(?!/)(?!\.\.?(?:/|\Z))[A-Za-z0-9\-._~:@!$&'()*+,;=]*"
+    r"(?:/(?!\.\.?(?:/|\Z))[A-Za-z0-9\-._~:@!$&'()*+,;=]*)*",
+    re.ASCII,
+).fullmatch
+_DOT_SEGMENTS: Final = {".": "%2E", "..": "%2E%2E"}
+
+
+def quote_segment(text: str) -> str:
+    """Percent-encode ``text`` as one path segment (a ``/`` in it is encoded too).
+
+    ``.`` and ``..`` become ``%2E`` and ``%2E%2E``: written plainly, clients would resolve
+    them as dot segments instead of sending them.
+    """
+    if _is_plain_segment(text) is None:
+        text = quote(text, safe=_SEGMENT_SAFE)
+    return _DOT_SEGMENTS.get(text, text)
+
+
+def quote_path(text: str) -> str:
+    """Percent-encode ``text`` as a run of path segments, keeping its slashes.
+
+    A leading slash is encoded (``%2F``), so that no built path starts with ``//``, which a
+    browser reads as another host; dot segments are encoded as in ``quote_segment``.
+    """
+    if _is_plain_path(text) is not None:
+        return text
+    text = "/".join([quote_segment(part) if part else "" for part in text.split("/")])
+    return "%2F" + text[1:] if text.startswith("/") else text
+
+
 class Converter:
     """A path parameter type: matches one segment and converts it both ways.
 
@@ -56,7 +104,7 @@ class Converter:
         raise NotImplementedError
 
     def to_string(self, value: Any) -> str:
-        """Return the path text for ``value``; ``ValueError`` when it cannot be one."""
+        """Return the percent-encoded path text for ``value``; ``ValueError`` if there is none."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -69,11 +117,14 @@ class _StrConverter(Converter):
 
     def to_string(self, value: Any) -> str:
         text = str(value)
+        # PERF: the common case first: a non-empty segment with nothing to encode.
+        if _is_plain_segment(text) is not None and text not in _DOT_SEGMENTS:
+            return text
         if not text:
             raise ValueError("a str parameter must not be empty")
         if "/" in text:
             raise ValueError(f"a str parameter must not contain '/' (got {text!r}); use :path")
-        return text
+        return quote_segment(text)
 
 
 class _IntConverter(Converter):
@@ -141,7 +192,7 @@ class _PathConverter(Converter):
         return segment
 
     def to_string(self, value: Any) -> str:
-        return str(value)
+        return quote_path(str(value))
 
 
 class _CustomConverter(Converter):
@@ -177,7 +228,7 @@ class _CustomConverter(Converter):
                 f"converter {self.name!r} wrote {value!r} as {text!r}, "
                 f"which does not match its pattern {self.regex!r}"
             )
-        return text
+        return quote_segment(text)
 
 
 STR: Final[Converter] = _StrConverter("str", "[^/]+", _STR_PRIORITY)
@@ -201,7 +252,8 @@ def register_converter(
 
     A segment matches when ``regex`` matches all of it; ``to_python`` turns the segment into
     the value (raising ``ValueError`` counts as no match) and ``to_string`` turns a value back
-    into the segment for URL building. Registering a name again replaces that converter and
+    into the segment for URL building (plain text: it must match ``regex``, and is then
+    percent-encoded). Registering a name again replaces that converter and
     keeps its place in the matching order; custom converters are tried after ``int``,
     ``float`` and ``uuid`` and before ``str``, in registration order.
     """

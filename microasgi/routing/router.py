@@ -6,14 +6,17 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import quote
 
+from microasgi._errors import ExceptionHandlers
+from microasgi.datastructures import _scope_netloc
 from microasgi.exceptions import HTTPException, NoMatchFound, RouteConflictError, SetupError
 from microasgi.lifespan import acknowledge_lifespan
 from microasgi.limits import Limits
 from microasgi.middleware import Middleware
+from microasgi.requests import APP_ROOT_KEY
 from microasgi.types import ASGIApp, HandlerT, Message, Receive, Scope, Send
 from microasgi.websockets import websocket_not_found
 
-from .routes import BaseRoute, Host, Mount, Route, WebSocketRoute
+from .routes import BaseRoute, Host, Mount, Route, WebSocketRoute, hostname_of
 from .tree import Leaf, RouteTree, parse_template
 
 __all__ = ["RouteTable", "Router"]
@@ -22,6 +25,9 @@ ErrorHandler = Callable[[Exception, Scope, Receive, Send], Awaitable[None]]
 
 WEBSOCKET = "WEBSOCKET"
 """The method key of WebSocket routes in a leaf's handlers."""
+
+_STANDALONE_ERRORS = ExceptionHandlers({})
+"""How a Router served without an App answers what its routes raise: as an App would."""
 
 
 class RouteTable(list[BaseRoute]):
@@ -103,6 +109,7 @@ class Router:
         self._routes = RouteTable()
         self._hosts: list[Host] = []
         self._heads: list[_HeadRoute] = []
+        self._names: dict[str, list[tuple[int, BaseRoute]]] | None = None
         self._frozen = False
         self.lifespan_handler: ASGIApp | None = None
         """Answers the lifespan scope; the App sets its own."""
@@ -131,6 +138,7 @@ class Router:
         else:
             raise TypeError(f"Router.add() takes a route record, got {route!r}")
         self._routes.append(route)
+        self._names = None
 
     def _add_methods(self, route: Route | WebSocketRoute, methods: Iterable[str]) -> None:
         leaf = self._tree.insert(route.template)
@@ -291,12 +299,41 @@ class Router:
         return self._routes
 
     def url_path_for(self, name: str, /, **path_params: Any) -> str:
-        """Return the path of the route called ``name`` with ``path_params`` filled in."""
-        for route in self._routes:
+        """Return the path of the route called ``name`` with ``path_params`` filled in.
+
+        The path is percent-encoded: requested, it routes back to the same route with the
+        same parameter values.
+        """
+        # PERF: an index by name, so the cost does not grow with the number of routes.
+        names = self._names
+        if names is None:
+            names = self._names = self._index_names()
+        candidates = names.get(name, ())
+        own, colon, _ = name.partition(":")
+        if colon:
+            nested = names.get(own + ":")
+            if nested:
+                # NOTE: a route literally named "a:b" and a mount named "a" both answer
+                # "a:b"; the first registered wins, as everywhere else.
+                candidates = sorted([*candidates, *nested], key=lambda item: item[0])
+        for _, route in candidates:
             path = route.url_path(name, path_params)
             if path is not None:
                 return path
         raise NoMatchFound(name, path_params)
+
+    def _index_names(self) -> dict[str, list[tuple[int, BaseRoute]]]:
+        """Routes by the names they answer; a mount or host named ``a`` also under ``a:``."""
+        names: dict[str, list[tuple[int, BaseRoute]]] = {}
+        for position, route in enumerate(self._routes):
+            if route.name is None:
+                continue
+            keys = [route.name]
+            if isinstance(route, (Mount, Host)):
+                keys.append(route.name + ":")
+            for key in keys:
+                names.setdefault(key, []).append((position, route))
+        return names
 
     def _check_setup(self, call: str) -> None:
         if self._frozen:
@@ -364,21 +401,31 @@ class Router:
                     return
             await self._no_route(found, path, method, scope, receive, send)
         except Exception as exc:
-            if self.error_handler is None:
-                raise
-            await self.error_handler(exc, scope, receive, send)
+            error_handler = self.error_handler
+            if error_handler is None:
+                if _answered_outside(scope):
+                    raise
+                error_handler = _STANDALONE_ERRORS.handle
+            await error_handler(exc, scope, receive, send)
 
     async def _call_mount(
         self, mount: Mount, scope: Scope, receive: Receive, send: Send, prefix: str
     ) -> None:
         child = dict(scope)
-        child["root_path"] = scope.get("root_path", "") + prefix.rstrip("/")
+        root_path = scope.get("root_path", "")
+        # NOTE: request.url_for() prefixes the app's paths with the root path the app was
+        # served at, not with this mount's: the first mount under an app records it.
+        app = scope.get("app")
+        recorded = scope.get(APP_ROOT_KEY)
+        if recorded is None or recorded[0] is not app:
+            child[APP_ROOT_KEY] = (app, root_path, recorded)
+        child["root_path"] = root_path + prefix.rstrip("/")
         await mount.app(child, receive, send)
 
     async def _dispatch_host(self, scope: Scope, receive: Receive, send: Send) -> bool:
-        host = _host_name(scope)
+        labels = _host_name(scope).split(".")
         for route in self._hosts:
-            params = route.match(host)
+            params = route.match_labels(labels)
             if params is not None:
                 outer = scope.get("path_params")
                 scope["path_params"] = {**outer, **params} if outer else params
@@ -466,11 +513,14 @@ def route_path(path: str, root_path: str) -> str:
 
 
 def _host_name(scope: Scope) -> str:
-    for name, value in scope.get("headers", ()):
-        if name == b"host":
-            host: str = value.decode("latin-1").lower()
-            if host.startswith("["):
-                return host.partition("]")[0] + "]"
-            return host.partition(":")[0]
-    server = scope.get("server")
-    return str(server[0]).lower() if server else ""
+    """The host that host routes see: ``request.url``'s, lower-cased, without the port."""
+    # SECURITY: the Host header is used only when request.url would use it (a bare
+    # host[:port]); otherwise the server's address stands in, as it does in the URL, so that
+    # `evil#.example.com` or `a@b.example.com` never fills a host parameter.
+    return hostname_of(_scope_netloc(scope, scope.get("scheme") or "http"))
+
+
+def _answered_outside(scope: Scope) -> bool:
+    """Whether an App around this router answers what it raises (its exception handlers)."""
+    router = getattr(scope.get("app"), "router", None)
+    return isinstance(router, Router) and router.error_handler is not None

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from microasgi._endpoint import build_endpoint
 from microasgi._utils import callable_name
+from microasgi.datastructures import _is_valid_host
 from microasgi.exceptions import RouteTemplateError
 from microasgi.limits import Limits
 from microasgi.middleware import Middleware, build_stack
 from microasgi.types import ASGIApp, Receive, Scope, Send
 from microasgi.websockets import build_websocket_endpoint
 
-from .converters import NO_MATCH, Converter, get_converter
+from .converters import NO_MATCH, Converter, get_converter, quote_path
 from .tree import Template, parse_template
 
-__all__ = ["BaseRoute", "Host", "Mount", "Route", "WebSocketRoute"]
+__all__ = ["BaseRoute", "Host", "Mount", "Route", "URLPath", "WebSocketRoute"]
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
@@ -34,6 +35,38 @@ def _with_limits(app: ASGIApp, limits: Limits) -> ASGIApp:
     return limited
 
 
+class URLPath(str):
+    """A path built by ``url_path_for``: a ``str`` that also says what it leads to.
+
+    ``protocol`` is ``"http"`` for an HTTP route, ``"websocket"`` for a WebSocket route and
+    ``""`` for a path into a mounted app (as in Starlette); ``request.url_for`` picks the
+    scheme from it.
+    """
+
+    __slots__ = ()
+    protocol: ClassVar[str] = ""
+
+
+# PERF: the protocol is a class attribute, so building a path allocates only the str.
+class _HTTPPath(URLPath):
+    __slots__ = ()
+    protocol = "http"
+
+
+class _WebSocketPath(URLPath):
+    __slots__ = ()
+    protocol = "websocket"
+
+
+def _url_path(path: str, protocol: str) -> URLPath:
+    """``path`` as a URLPath for ``protocol`` (a path into another app keeps its protocol)."""
+    if protocol == "http":
+        return _HTTPPath(path)
+    if protocol == "websocket":
+        return _WebSocketPath(path)
+    return URLPath(path)
+
+
 class BaseRoute:
     """What every route record has: a path template, a name and a prepared ASGI app."""
 
@@ -42,12 +75,13 @@ class BaseRoute:
     template: Template
     param_names: tuple[str, ...]
     app: ASGIApp
+    _path_type: ClassVar[type[URLPath]] = URLPath
 
     def url_path(self, name: str, params: Mapping[str, Any]) -> str | None:
-        """Return the path of this route for ``name`` and ``params``, or None."""
-        if name != self.name or set(params) != set(self.param_names):
+        """Return the percent-encoded path for ``name`` and ``params``, or None."""
+        if name != self.name or params.keys() != self.template.param_set:
             return None
-        return self.template.format(params)
+        return self._path_type(self.template.format(params))
 
 
 class _Endpoint(BaseRoute):
@@ -97,6 +131,8 @@ class _Endpoint(BaseRoute):
 class Route(_Endpoint):
     """An HTTP route: a path template, methods and a handler."""
 
+    _path_type = _HTTPPath
+
     def __init__(
         self,
         path: str,
@@ -136,6 +172,8 @@ class Route(_Endpoint):
 
 class WebSocketRoute(_Endpoint):
     """A WebSocket route: a path template and a handler."""
+
+    _path_type = _WebSocketPath
 
     def __init__(
         self,
@@ -191,9 +229,8 @@ class Mount(BaseRoute):
         if name == self.name:
             if "path" in params and set(params) - {"path"} == set(self.param_names):
                 rest = {k: v for k, v in params.items() if k != "path"}
-                return (
-                    self.template.format(rest).rstrip("/") + "/" + str(params["path"]).lstrip("/")
-                )
+                path = quote_path(str(params["path"]).lstrip("/"))
+                return URLPath(self.template.format(rest).rstrip("/") + "/" + path)
             return None
         own, _, child = name.partition(":")
         url_path_for = getattr(self.app, "url_path_for", None)
@@ -207,7 +244,8 @@ class Mount(BaseRoute):
             child_path = url_path_for(child, **rest)
         except LookupError:
             return None
-        return self.template.format(mine).rstrip("/") + str(child_path)
+        path = self.template.format(mine).rstrip("/") + str(child_path)
+        return _url_path(path, getattr(child_path, "protocol", ""))
 
     def __repr__(self) -> str:
         return f"Mount(path={self.path or '/'!r}, name={self.name!r}, app={self.app!r})"
@@ -225,8 +263,17 @@ class Host(BaseRoute):
         self.param_names = tuple(label[0] for label in self._labels if label[1] is not None)
 
     def match(self, host: str) -> dict[str, Any] | None:
-        """Return the converted host params when ``host`` (no port) matches, else None."""
-        labels = host.split(".")
+        """Return the converted host params when ``host`` (a port is ignored) matches, else None.
+
+        A ``host`` that ``request.url`` would refuse (``evil#.example.com``, a port over
+        65535...) never matches.
+        """
+        if not _is_valid_host(host):
+            return None
+        return self.match_labels(hostname_of(host).split("."))
+
+    def match_labels(self, labels: list[str]) -> dict[str, Any] | None:
+        """``match`` for a host already checked, lower-cased and split at the dots."""
         if len(labels) != len(self._labels):
             return None
         params: dict[str, Any] = {}
@@ -249,9 +296,10 @@ class Host(BaseRoute):
             return None
         rest = {k: v for k, v in params.items() if k not in self.param_names}
         try:
-            return str(url_path_for(child, **rest))
+            child_path = url_path_for(child, **rest)
         except LookupError:
             return None
+        return _url_path(str(child_path), getattr(child_path, "protocol", ""))
 
     @property
     def routes(self) -> list[BaseRoute]:
@@ -260,6 +308,14 @@ class Host(BaseRoute):
 
     def __repr__(self) -> str:
         return f"Host(host={self.host!r}, name={self.name!r}, app={self.app!r})"
+
+
+def hostname_of(netloc: str) -> str:
+    """The host of a valid ``host[:port]``, lower-cased, without the port."""
+    netloc = netloc.lower()
+    if netloc.startswith("["):
+        return netloc.partition("]")[0] + "]"
+    return netloc.partition(":")[0]
 
 
 def _parse_host(host: str) -> list[tuple[str, Converter | None]]:

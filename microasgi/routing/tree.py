@@ -15,7 +15,14 @@ from types import MappingProxyType
 from typing import Any
 
 from microasgi.exceptions import RouteTemplateError
-from microasgi.routing.converters import NO_MATCH, PATH, STR, Converter, get_converter
+from microasgi.routing.converters import (
+    NO_MATCH,
+    PATH,
+    STR,
+    Converter,
+    get_converter,
+    quote_segment,
+)
 
 __all__ = ["Leaf", "MatchResult", "RouteTree", "Segment", "Template", "parse_template"]
 
@@ -44,13 +51,24 @@ class Template:
     converter. Two templates with equal ``key`` match exactly the same paths.
     """
 
-    __slots__ = ("converters", "is_static", "key", "param_names", "segments", "template")
+    __slots__ = (
+        "_plan",
+        "_static_path",
+        "converters",
+        "is_static",
+        "key",
+        "param_names",
+        "param_set",
+        "segments",
+        "template",
+    )
 
     def __init__(self, template: str, segments: tuple[Segment, ...]) -> None:
         self.template = template
         self.segments = segments
         params = [s for s in segments if s.converter is not None]
         self.param_names: tuple[str, ...] = tuple(str(s.name) for s in params)
+        self.param_set = frozenset(self.param_names)
         self.converters: Mapping[str, Converter] = MappingProxyType(
             {str(s.name): s.converter for s in params if s.converter is not None}
         )
@@ -58,28 +76,39 @@ class Template:
             s.text if s.converter is None else s.converter for s in segments
         )
         self.is_static = not params
+        # PERF: URL building runs per request in some apps; the static text is encoded here,
+        # once, and each parameter keeps its converter's bound to_string.
+        self._plan: tuple[tuple[str, Callable[[Any], str] | None], ...] = tuple(
+            (quote_segment(s.text), None)
+            if s.converter is None
+            else (str(s.name), s.converter.to_string)
+            for s in segments
+        )
+        self._static_path = "/" + "/".join(text for text, _ in self._plan) if not params else None
 
     def format(self, params: Mapping[str, Any]) -> str:
-        """Return the path for ``params`` (keys the template does not use are ignored).
+        """Return the percent-encoded path for ``params`` (keys it does not use are ignored).
 
-        ``KeyError`` when a parameter is missing, ``ValueError`` when its converter cannot
-        write the value (a ``str`` parameter that is empty or contains ``/``, a negative int).
+        The path routes back to this template with the same values. ``KeyError`` when a
+        parameter is missing, ``ValueError`` when its converter cannot write the value (a
+        ``str`` parameter that is empty or contains ``/``, a negative int).
         """
+        path = self._static_path
+        if path is not None:
+            return path
         parts: list[str] = []
-        for segment in self.segments:
-            converter = segment.converter
-            if converter is None:
-                parts.append(segment.text)
+        for text, to_string in self._plan:
+            if to_string is None:
+                parts.append(text)
                 continue
-            name = str(segment.name)
-            if name not in params:
-                raise KeyError(f"Route template {self.template!r} needs the parameter {name!r}")
-            value = params[name]
+            if text not in params:
+                raise KeyError(f"Route template {self.template!r} needs the parameter {text!r}")
+            value = params[text]
             try:
-                parts.append(converter.to_string(value))
+                parts.append(to_string(value))
             except (TypeError, ValueError) as exc:
                 raise ValueError(
-                    f"Parameter {name!r} of route template {self.template!r} "
+                    f"Parameter {text!r} of route template {self.template!r} "
                     f"cannot be {value!r}: {exc}"
                 ) from exc
         return "/" + "/".join(parts)

@@ -4,6 +4,7 @@ import math
 import re
 import uuid
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from hypothesis import given
@@ -20,8 +21,11 @@ from microasgi.routing.converters import (
     UUID,
     Converter,
     get_converter,
+    quote_path,
+    quote_segment,
     register_converter,
 )
+from microasgi.routing.tree import parse_template
 
 SAMPLE_UUID = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
 
@@ -67,6 +71,8 @@ def test_str_rejects_empty_and_slash(segment: str) -> None:
 def test_str_to_string() -> None:
     assert STR.to_string("alice") == "alice"
     assert STR.to_string(5) == "5"
+    assert STR.to_string("a?b#c d%") == "a%3Fb%23c%20d%25"
+    assert STR.to_string("..") == "%2E%2E"
     with pytest.raises(ValueError, match="must not be empty"):
         STR.to_string("")
     with pytest.raises(ValueError, match="must not contain '/'"):
@@ -222,6 +228,74 @@ def test_path_matches_anything(segment: str) -> None:
 def test_path_to_string() -> None:
     assert PATH.to_string("a/b") == "a/b"
     assert PATH.to_string(3) == "3"
+    assert PATH.to_string("/evil.com") == "%2Fevil.com"
+    assert PATH.to_string("a b/c?d") == "a%20b/c%3Fd"
+
+
+# --- percent-encoding ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "encoded"),
+    [
+        ("alice", "alice"),
+        ("a-b_c.d~e", "a-b_c.d~e"),
+        (":@!$&'()*+,;=", ":@!$&'()*+,;="),
+        ("a?admin=1#frag", "a%3Fadmin=1%23frag"),
+        ("50% off", "50%25%20off"),
+        ("\\evil.com", "%5Cevil.com"),
+        ("a/b", "a%2Fb"),
+        ("café", "caf%C3%A9"),
+        ("\x00\r\n", "%00%0D%0A"),
+        (".", "%2E"),
+        ("..", "%2E%2E"),
+        ("...", "..."),
+        ("..a", "..a"),
+        ("", ""),
+    ],
+)
+def test_quote_segment(text: str, encoded: str) -> None:
+    assert quote_segment(text) == encoded
+    assert unquote(encoded) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "encoded"),
+    [
+        ("", ""),
+        ("a/b/c.txt", "a/b/c.txt"),
+        ("a//b/", "a//b/"),
+        ("/evil.com", "%2Fevil.com"),
+        ("//evil.com", "%2F/evil.com"),
+        ("\\evil.com", "%5Cevil.com"),
+        ("a/../b", "a/%2E%2E/b"),
+        ("./a", "%2E/a"),
+        ("a/.", "a/%2E"),
+        ("..", "%2E%2E"),
+        ("a.b/c..d/...", "a.b/c..d/..."),
+        ("x y/é?#", "x%20y/%C3%A9%3F%23"),
+    ],
+)
+def test_quote_path(text: str, encoded: str) -> None:
+    assert quote_path(text) == encoded
+    assert unquote(encoded) == text
+    assert not encoded.startswith("/")
+
+
+@given(st.text(st.characters(codec="utf-8")))
+def test_quote_path_is_undone_by_unquote_and_never_starts_a_slash(text: str) -> None:
+    encoded = quote_path(text)
+    assert unquote(encoded) == text
+    assert not encoded.startswith("/")
+    assert "?" not in encoded and "#" not in encoded and "\\" not in encoded
+    assert all(part not in (".", "..") for part in encoded.split("/"))
+
+
+def test_quote_rejects_lone_surrogates() -> None:
+    with pytest.raises(UnicodeEncodeError):
+        quote_segment("\ud800")
+    with pytest.raises(ValueError, match="cannot be"):
+        parse_template("/{x}").format({"x": "\ud800"})
 
 
 # --- custom converters -----------------------------------------------------------------
@@ -264,6 +338,12 @@ def test_custom_to_python_other_errors_propagate() -> None:
     converter = register_converter("test_broken", "[a-z]+", broken, str)
     with pytest.raises(RuntimeError, match="bug"):
         converter.match("abc")
+
+
+def test_custom_to_string_is_percent_encoded() -> None:
+    spaced = register_converter("test_spaced", "[a-z ]+", str, str)
+    assert spaced.match("a b") == "a b"
+    assert spaced.to_string("a b") == "a%20b"
 
 
 def test_custom_to_string_must_not_write_a_slash() -> None:

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from microasgi import (
     App,
@@ -23,7 +25,7 @@ from microasgi import (
 from microasgi.routing import Host, Mount, Route, WebSocketRoute
 from microasgi.routing.router import route_path
 from microasgi.testing import TestClient
-from microasgi.types import Receive, Scope, Send
+from microasgi.types import ASGIApp, Receive, Scope, Send
 
 ClientFactory = Callable[..., TestClient]
 
@@ -472,7 +474,94 @@ def test_host_without_host_header_uses_server_name() -> None:
     from microasgi.routing.router import _host_name
 
     assert _host_name({"headers": [], "server": ("Example.COM", 80)}) == "example.com"
-    assert _host_name({"headers": []}) == ""
+    assert _host_name({"headers": [], "server": ("Example.COM", 8000)}) == "example.com"
+    assert _host_name({"headers": [], "server": ("::1", 8000)}) == "[::1]"
+    # NOTE: as in request.url: no Host and no server address (or a Unix socket's) is localhost.
+    assert _host_name({"headers": []}) == "localhost"
+    assert _host_name({"headers": [], "server": ("/tmp/app.sock", None)}) == "localhost"
+
+
+INVALID_HOSTS = [
+    "evil#.example.com",
+    "a@b.example.com",
+    "x?y.example.com",
+    "x y.example.com",
+    "<img onerror=alert(1) src=x>.example.com",
+    "a/b.example.com",
+    "a\\b.example.com",
+    "a\tb.example.com",
+    "acme.example.com:99999",
+    "acme.example.com:",
+    "acme.example.com:8x",
+    "acme.example.com:80:80",
+    "[::1.example.com",
+    "[zz::1]",
+    "",
+]
+
+
+@pytest.mark.parametrize("host", INVALID_HOSTS)
+def test_an_invalid_host_header_never_matches_a_host_route(
+    client_factory: ClientFactory, host: str
+) -> None:
+    tenant = Router()
+
+    @tenant.get("/whoami")
+    async def whoami(request: Request) -> dict[str, Any]:
+        return {"tenant": request.path_params["sub"]}
+
+    app = App()
+
+    @app.get("/whoami")
+    async def main(request: Request) -> dict[str, Any]:
+        return {"main": request.url.hostname}
+
+    app.host("{sub}.example.com", tenant)
+    app.host("{sub}.{domain}.{tld}", tenant)
+    app.host("{sub}.{tld}", tenant)
+    with client_factory(app) as client:
+        # NOTE: the Host header is ignored, as request.url ignores it: the server's name
+        # stands in, and it matches no host route.
+        response = client.get("/whoami", headers={"host": host})
+        assert response.json() == {"main": "testserver"}
+        response = client.get("/whoami", headers={"host": "acme.example.com:8443"})
+        assert response.json() == {"tenant": "acme"}
+
+
+@pytest.mark.parametrize("host", INVALID_HOSTS)
+def test_host_match_refuses_what_the_url_refuses(host: str) -> None:
+    route = Host("{sub}.example.com", Router())
+    assert route.match(host) is None
+
+
+@given(st.text(st.characters(codec="latin-1"), max_size=30))
+def test_host_routing_sees_the_host_of_request_url(host: str) -> None:
+    from microasgi.datastructures import URL
+    from microasgi.routing.router import _host_name
+
+    scope = {
+        "type": "http",
+        "path": "/",
+        "headers": [(b"host", host.encode("latin-1"))],
+        "server": ("testserver", 80),
+    }
+    name = _host_name(scope)
+    url = URL(scope=scope)
+    assert url.hostname is not None
+    assert name.strip("[]") == url.hostname
+    route = Host("{label}", Router())
+    params = route.match(host)
+    if params is not None:
+        assert params == {"label": url.hostname}
+
+
+def test_host_match_ignores_port_and_case() -> None:
+    route = Host("{sub}.example.com", Router())
+    assert route.match("ACME.Example.com:8000") == {"sub": "acme"}
+    assert route.match("acme.example.com") == {"sub": "acme"}
+    assert route.match("acme.example.org") is None
+    assert route.match("a.b.example.com") is None
+    assert Host("{n:int}.numbers.test", Router()).match("x.numbers.test") is None
 
 
 def test_url_path_for_and_request_url_for(client_factory: ClientFactory) -> None:
@@ -565,9 +654,147 @@ def test_router_is_an_asgi_app_on_its_own(client_factory: ClientFactory) -> None
     )
     with client_factory(router) as client:
         assert client.get("/").json()["path"] == "/"
-        with pytest.raises(HTTPException) as info:
-            client.get("/boom")
-        assert info.value.status_code == 405
+        response = client.get("/boom")
+        assert response.status_code == 405
+        assert response.json() == {"detail": "Method Not Allowed"}
+        assert response.headers["allow"] == "OPTIONS, POST"
+
+
+async def raise_teapot(request: Request) -> None:
+    raise HTTPException(418, "short and stout", headers={"x-pot": "1"})
+
+
+async def raise_bug(request: Request) -> None:
+    raise RuntimeError("bug in a handler")
+
+
+def standalone_router() -> Router:
+    router = Router(redirect_slashes=False)
+    router.get("/a")(echo_path)
+    router.get("/teapot")(raise_teapot)
+    router.get("/bug")(raise_bug)
+    return router
+
+
+def test_a_router_served_on_its_own_answers_errors_as_an_app_does(
+    client_factory: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    with client_factory(standalone_router(), raise_server_exceptions=False) as client:
+        response = client.get("/missing")
+        assert (response.status_code, response.json()) == (404, {"detail": "Not Found"})
+        assert response.headers["content-type"] == "application/json"
+        response = client.post("/a")
+        assert (response.status_code, response.json()) == (405, {"detail": "Method Not Allowed"})
+        assert response.headers["allow"] == "GET, HEAD, OPTIONS"
+        response = client.get("/teapot")
+        assert (response.status_code, response.json()) == (418, {"detail": "short and stout"})
+        assert response.headers["x-pot"] == "1"
+        assert not caplog.records
+        response = client.get("/bug")
+        assert (response.status_code, response.text) == (500, "Internal Server Error")
+    assert [record.getMessage() for record in caplog.records] == [
+        "Unhandled RuntimeError in GET /bug"
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_router_served_by_a_server_never_lets_an_error_escape(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # NOTE: a server calls the router with no test extension; nothing may reach it, or it
+    # would answer 500 where a 404 is due.
+    router = standalone_router()
+    for method, path, status in (
+        ("GET", "/missing", 404),
+        ("DELETE", "/a", 405),
+        ("GET", "/teapot", 418),
+        ("GET", "/bug", 500),
+    ):
+        sent = await call_directly(router, method, path)
+        assert sent[0]["status"] == status
+    assert len(caplog.records) == 1
+
+
+async def call_directly(app: ASGIApp, method: str, path: str) -> list[dict[str, Any]]:
+    """Call ``app`` as a server does: a bare scope, no test extension."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+    }
+    await app(scope, receive, send)
+    return sent
+
+
+def test_a_router_served_on_its_own_refuses_unknown_websockets(
+    client_factory: ClientFactory,
+) -> None:
+    from microasgi.exceptions import WebSocketDisconnect
+    from microasgi.testing import WebSocketDenied
+
+    router = standalone_router()
+
+    @router.websocket("/ws")
+    async def refuse(websocket: Any) -> None:
+        raise HTTPException(403, "no")
+
+    with client_factory(router) as client:
+        for path in ("/nowhere", "/ws"):
+            with pytest.raises((WebSocketDenied, WebSocketDisconnect)):
+                with client.websocket_connect(path):
+                    pass
+
+
+def test_a_router_inside_an_app_leaves_errors_to_the_app(client_factory: ClientFactory) -> None:
+    app = App()
+
+    @app.exception_handler(404)
+    async def not_found(request: Request, exc: HTTPException) -> PlainTextResponse:
+        return PlainTextResponse(f"app 404 for {request.url.path}", status_code=404)
+
+    @app.exception_handler(418)
+    async def teapot(request: Request, exc: HTTPException) -> PlainTextResponse:
+        return PlainTextResponse("app teapot", status_code=418)
+
+    app.mount("/sub", standalone_router())
+    app.host("api.example.com", standalone_router())
+    with client_factory(app) as client:
+        assert client.get("/sub/missing").text == "app 404 for /sub/missing"
+        assert client.get("/sub/teapot").text == "app teapot"
+        assert client.get("/missing", headers={"host": "api.example.com"}).text == (
+            "app 404 for /missing"
+        )
+        with pytest.raises(RuntimeError, match="bug in a handler"):
+            client.get("/sub/bug")
+
+
+def test_a_router_inside_another_framework_answers_itself(client_factory: ClientFactory) -> None:
+    class Foreign:
+        """Stands in for another framework's app: it sets scope["app"] to itself."""
+
+        router = "not a microasgi router"
+
+        def __init__(self, inner: ASGIApp) -> None:
+            self.inner = inner
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            scope["app"] = self
+            await self.inner(scope, receive, send)
+
+    with client_factory(Foreign(standalone_router())) as client:
+        response = client.get("/missing")
+        assert (response.status_code, response.json()) == (404, {"detail": "Not Found"})
 
 
 def test_route_path_below_root_path() -> None:
