@@ -759,6 +759,17 @@ def _unquote_cookie(value: str) -> str:
     return _unquote_sub(_unquote_replace, value[1:-1])
 
 
+def request_cookies(raw_headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The cookies of every ``Cookie`` header of a request, as one header joined by "; ".
+
+    HTTP/2 and HTTP/3 clients may split cookies over several headers (RFC 9113, 8.2.3).
+    """
+    values = [value for name, value in raw_headers if name == b"cookie"]
+    if not values:
+        return {}
+    return parse_cookie((values[0] if len(values) == 1 else b"; ".join(values)).decode("latin-1"))
+
+
 def parse_cookie(header: str) -> dict[str, str]:
     """Parse a `Cookie` header into a dict; a repeated name keeps its last value.
 

@@ -9,6 +9,7 @@ from urllib.parse import quote
 import anyio
 import orjson
 
+from ._json import load_json
 from .datastructures import (
     _PATH_SAFE,
     URL,
@@ -17,7 +18,7 @@ from .datastructures import (
     Headers,
     QueryParams,
     State,
-    parse_cookie,
+    request_cookies,
 )
 from .exceptions import ClientDisconnect, HTTPException, NoMatchFound
 from .limits import limits_for
@@ -128,7 +129,7 @@ class HTTPConnection(Mapping[str, Any]):
         try:
             return self._cookies
         except AttributeError:
-            self._cookies: dict[str, str] = parse_cookie(self.headers.get("cookie", ""))
+            self._cookies: dict[str, str] = request_cookies(self.scope["headers"])
             return self._cookies
 
     @property
@@ -267,7 +268,7 @@ class Request(HTTPConnection):
             self._check_json_media_type()
         body = await self.body()
         try:
-            self._json: Any = orjson.loads(body)
+            self._json: Any = load_json(body)
         except orjson.JSONDecodeError as exc:
             raise HTTPException(400, f"Malformed JSON body: {exc.args[0]}") from None
         return self._json

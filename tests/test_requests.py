@@ -91,6 +91,30 @@ def test_connection_attributes(client_factory: ClientFactory) -> None:
     }
 
 
+def test_cookies_of_every_cookie_header() -> None:
+    # NOTE: HTTP/2 clients may send one Cookie header per cookie (RFC 9113, 8.2.3).
+    headers = [(b"cookie", b"a=1; b=2"), (b"x-other", b"c=3"), (b"cookie", b"c=4; a=5")]
+    assert Request(make_scope(headers=headers)).cookies == {"a": "5", "b": "2", "c": "4"}
+    assert Request(make_scope(headers=[])).cookies == {}
+
+
+def test_json_keeps_big_integers_exact(client_factory: ClientFactory) -> None:
+    app = App()
+
+    @app.post("/")
+    async def echo(request: Request) -> dict[str, Any]:
+        data = await request.json()
+        return {"type": type(data["n"]).__name__, "n": data["n"]}
+
+    with client_factory(app) as client:
+        response = client.post(
+            "/",
+            content=b'{"n": 123456789012345678901234567890}',
+            headers={"content-type": "application/json"},
+        )
+    assert response.content == b'{"type":"int","n":123456789012345678901234567890}'
+
+
 def test_lazy_attributes_are_cached() -> None:
     request = Request(make_scope(query_string=b"a=1", headers=[(b"cookie", b"a=b")]))
     assert request.url is request.url

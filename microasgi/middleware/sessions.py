@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import orjson
 
-from microasgi.datastructures import parse_cookie
+from microasgi.datastructures import request_cookies
 from microasgi.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["SessionMiddleware"]
@@ -147,12 +147,8 @@ class SessionMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        loaded = None
-        for name, value in scope["headers"]:
-            if name == b"cookie":
-                cookie = parse_cookie(value.decode("latin-1")).get(self.session_cookie)
-                if cookie is not None:
-                    loaded = self.load(cookie)
+        cookie = request_cookies(scope["headers"]).get(self.session_cookie)
+        loaded = None if cookie is None else self.load(cookie)
         scope["session"] = dict(loaded) if loaded else {}
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)

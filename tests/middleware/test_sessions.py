@@ -72,6 +72,20 @@ def test_a_session_round_trip(client_factory: ClientFactory) -> None:
         assert client.get("/").json() == {"session": {"user": "ann"}}
 
 
+def test_the_session_cookie_in_any_of_several_cookie_headers(
+    client_factory: ClientFactory,
+) -> None:
+    with client_factory(make_app()) as client:
+        cookie = client.post("/set/user/ann").cookies["session"]
+        client.cookies.clear()
+        for headers in (
+            [("cookie", f"session={cookie}"), ("cookie", "theme=dark")],
+            [("cookie", "theme=dark"), ("cookie", f"session={cookie}")],
+        ):
+            response = client.get("/", headers=headers)
+            assert response.json() == {"session": {"user": "ann"}}
+
+
 def test_set_cookie_only_when_the_session_changed(client_factory: ClientFactory) -> None:
     with client_factory(make_app()) as client:
         assert set_cookie_headers(client.get("/")) == []
