@@ -6,13 +6,14 @@ import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
-from urllib.parse import parse_qsl, quote_plus
+from urllib.parse import parse_qsl, quote_plus, unquote_to_bytes
 
 import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import microasgi.formparsers
 from microasgi.app import App
 from microasgi.background import BackgroundTask
 from microasgi.datastructures import FormData, Headers, UploadFile
@@ -349,6 +350,42 @@ def test_urlencoded_max_part_size_bounds_names_and_values_as_sent(
     assert f"limit of {max_part_size} bytes (max_part_size)" in str(caught.value.detail)
 
 
+# --- percent-decoding ------------------------------------------------------------------------
+
+_ESCAPES_FORM = st.text(alphabet="%%%4e1F+=&az", max_size=80)
+
+
+@_FAST
+@given(body=_ESCAPES_FORM, chunk_size=_CHUNK_SIZE, decode_slice=st.integers(3, 9))
+def test_long_values_decode_piece_by_piece_as_the_standard_library_does(
+    body: str, chunk_size: int, decode_slice: int
+) -> None:
+    # NOTE: a small slice makes every name and value "long": decoded as the pieces arrive,
+    # and in slices, with escapes cut at every offset.
+    limits = Limits(max_fields=None, max_part_size=None)
+    expected = parse_qsl(body, keep_blank_values=True, separator="&")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(microasgi.formparsers, "_DECODE_SLICE", decode_slice)
+        assert parse_sync(body.encode(), limits, chunk_size) == expected
+
+
+@pytest.mark.parametrize("chunk_size", [1000, 4093, 16384, 65537, 1 << 20])
+def test_long_names_and_values_across_writes_and_slices(chunk_size: int) -> None:
+    unit = b"%41%e9+%%4%zz%2B%C3%A9%4"
+    value = unit * 9000
+    name = b"n%C3%A9" + unit * 1000
+    body = b"short=%41&" + name + b"=" + value + b"&" + name + b"&last=%"
+    limits = Limits(max_part_size=None)
+    decoded_value = unquote_to_bytes(value.replace(b"+", b" ")).decode("utf-8", "replace")
+    decoded_name = unquote_to_bytes(name.replace(b"+", b" ")).decode("utf-8", "replace")
+    assert parse_sync(body, limits, chunk_size) == [
+        ("short", "A"),
+        (decoded_name, decoded_value),
+        (decoded_name, ""),
+        ("last", "%"),
+    ]
+
+
 # --- multipart -------------------------------------------------------------------------------
 
 
@@ -437,6 +474,75 @@ def test_multipart_with_a_latin1_charset(client_factory: ClientFactory) -> None:
     headers = {"content-type": "multipart/form-data; boundary=x; charset=iso-8859-1"}
     with client_factory(app) as client:
         assert client.post("/", content=body, headers=headers).json() == {"café": ["été"]}
+
+
+@pytest.mark.parametrize(
+    ("request_charset", "content_type", "value", "expected"),
+    [
+        ("", "text/plain; charset=latin-1", b"\xe9", "é"),
+        ("", "text/plain; charset=ISO-8859-1", b"caf\xe9", "café"),
+        ("", 'text/plain; charset="iso-8859-1"', b"\xe9", "é"),
+        ("latin-1", "text/plain; charset=utf-8", "é".encode(), "é"),
+        ("latin-1", "text/plain", b"\xe9", "é"),
+        ("", "text/plain", "é".encode(), "é"),
+        ("", "application/json; charset=us-ascii", b"\xe9", "\ufffd"),
+        ("", "text/plain; charset=utf-8", b"\xe9", "\ufffd"),
+    ],
+)
+def test_a_field_decodes_with_its_own_charset(
+    client_factory: ClientFactory,
+    request_charset: str,
+    content_type: str,
+    value: bytes,
+    expected: str,
+) -> None:
+    app, _ = form_app()
+    headers = f'Content-Disposition: form-data; name="a"\r\nContent-Type: {content_type}'
+    body = multipart(part(headers, value), field("b", "é".encode(request_charset or "utf-8")))
+    content_type = "multipart/form-data; boundary=x"
+    if request_charset:
+        content_type += f"; charset={request_charset}"
+    with client_factory(app) as client:
+        response = client.post("/", content=body, headers={"content-type": content_type})
+    assert response.json() == {"a": [expected], "b": ["é"]}
+
+
+@pytest.mark.parametrize(
+    ("content_type", "detail"),
+    [
+        (
+            "text/plain; charset=utf-7",
+            "Unsupported charset 'utf-7' in a multipart part: send UTF-8",
+        ),
+        ("text/plain; charset=punycode", "Unsupported charset 'punycode' in a multipart part"),
+        ("text/plain; charset=" + "x" * 100, "Unsupported charset '" + "x" * 40 + "' in a"),
+        (
+            "text/plain; charset=a; charset=b",
+            "Malformed multipart part Content-Type: parameter 'charset' given twice",
+        ),
+    ],
+)
+def test_a_field_in_an_unknown_charset_is_refused(
+    client_factory: ClientFactory, content_type: str, detail: str
+) -> None:
+    app, _ = form_app()
+    headers = f'Content-Disposition: form-data; name="a"\r\nContent-Type: {content_type}'
+    body = multipart(part(headers, b"+AOk-"))
+    with client_factory(app) as client:
+        response = client.post("/", content=body, headers=MULTIPART)
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith(detail)
+
+
+def test_the_charset_of_a_file_part_is_not_read(client_factory: ClientFactory) -> None:
+    app, _ = form_app()
+    content_type = "text/plain; charset=utf-7; charset=twice"
+    body = multipart(file_part("f", "a.txt", b"+AOk-", content_type=content_type))
+    with client_factory(app) as client:
+        response = client.post("/", content=body, headers=MULTIPART)
+    assert response.json() == {
+        "f": [{"filename": "a.txt", "content_type": content_type, "size": 5, "data": "+AOk-"}]
+    }
 
 
 def test_multipart_with_an_empty_file_input(client_factory: ClientFactory) -> None:

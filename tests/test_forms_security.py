@@ -19,6 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import anyio
 import pytest
@@ -26,7 +27,7 @@ import pytest
 from microasgi.app import App
 from microasgi.datastructures import UploadFile
 from microasgi.exceptions import HTTPException
-from microasgi.formparsers import parse_options_header
+from microasgi.formparsers import FormParser, parse_options_header
 from microasgi.limits import Limits
 from microasgi.requests import Request
 from microasgi.testing import AsyncTestClient, TestClient
@@ -637,6 +638,65 @@ class TestProbe10UrlencodedLimits:
             assert post(client, ok, headers).json() == {"a": ["123"], "b": ["1"]}
             assert post(client, too_big, headers).status_code == 413
             assert post(client, too_many, headers).status_code == 400
+
+
+async def parse_peak(body: bytes, limits: Limits) -> tuple[list[tuple[str, Any]], int]:
+    """Parse an urlencoded body fed in 64 KiB messages; the form and the peak allocated."""
+
+    async def messages() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 64 * 1024):
+            yield body[start : start + 64 * 1024]
+
+    stream = messages()
+    tracemalloc.start()
+    try:
+        form = await FormParser(limits).parse(stream)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return form.multi_items(), peak
+
+
+class TestProbe10PercentEscapes:
+    """Bodies of "%": the standard decoder made an object per "%" and held ~185 bytes each."""
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("unit", [b"%", b"%4", b"%41", b"%41x", b"%%41", b"%e9", b"+%"])
+    async def test_a_mib_field_of_escapes_costs_its_own_size(self, unit: bytes) -> None:
+        count = (MiB - 8) // len(unit)
+        form, peak = await parse_peak(b"a=" + unit * count, Limits())
+        # NOTE: no escape spans two units, so each decodes alone (and cheaply, here).
+        decoded = unquote_to_bytes(unit.replace(b"+", b" ")) * count
+        assert form == [("a", decoded.decode("utf-8", "replace"))]
+        # NOTE: the decoded bytes and the str made of them, and a few slices of the body.
+        assert peak < 3 * len(decoded) + MiB
+
+    @pytest.mark.anyio
+    async def test_nine_fields_of_a_mib_of_percent_signs(self) -> None:
+        body = b"&".join([b"%" * (MiB - 16)] * 9)
+        form, peak = await parse_peak(body, Limits(max_body_size=None))
+        assert [len(name) + len(value) for name, value in form] == [MiB - 16] * 9
+        assert peak < 12 * MiB
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("unit", [b"%", b"%41"])
+    async def test_a_lifted_part_limit_decodes_long_values_as_they_arrive(
+        self, unit: bytes
+    ) -> None:
+        count = 3 * MiB // len(unit)
+        limits = Limits(max_part_size=None, max_body_size=None)
+        form, peak = await parse_peak(b"a=" + unit * count, limits)
+        decoded = unquote_to_bytes(unit) * count
+        assert form == [("a", decoded.decode())]
+        # NOTE: the raw value is never held whole next to the decoded one.
+        assert peak < 3 * len(decoded) + MiB
+
+    def test_through_the_client(self, client_factory: ClientFactory) -> None:
+        app, _ = form_app()
+        body = b"a=" + b"%" * (MiB - 8) + b"&b=%41%zz%&" + b"%41" * 1000 + b"=%"
+        with client_factory(app) as client:
+            response = post(client, body, URLENCODED)
+        assert response.json() == {"a": ["%" * (MiB - 8)], "b": ["A%zz%"], "A" * 1000: ["%"]}
 
 
 # --- 11. extended parameters in Content-Disposition -----------------------------------------

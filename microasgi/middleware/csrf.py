@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterable
 from typing import Literal
-from urllib.parse import parse_qsl
+
+import anyio.lowlevel
 
 from microasgi.datastructures import URL, parse_cookie
 from microasgi.exceptions import ClientDisconnect, HTTPException
@@ -23,6 +25,14 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _FORM_TYPE = "application/x-www-form-urlencoded"
 _HTTP_ORIGINS = {"ws": "http", "wss": "https"}
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# The longest token is_valid_token accepts; escaped, a token takes at most three times that.
+_MAX_TOKEN_LENGTH = 200
+_MAX_SENT_TOKEN = 3 * _MAX_TOKEN_LENGTH
+# PERF: the form scan lets other tasks run after this many fields (only when max_fields
+# is above it or lifted).
+_FIELDS_PER_STEP = 1000
+_FIELD = re.compile(rb"[^&]+")
+_ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
 
 
 class CSRFMiddleware:
@@ -36,6 +46,10 @@ class CSRFMiddleware:
     the ``csrftoken`` cookie in the ``X-CSRF-Token`` header or, for an urlencoded form, in the
     ``csrftoken`` field (double submit: another site can neither read the cookie nor forge
     its signature). Refusals are 403 with the reason.
+
+    Only the ``csrftoken`` field of a form is decoded, and only when it is short enough to
+    be a token; fields are counted up to ``max_fields`` on the way to it (a 403 past it),
+    and the field is held to ``max_part_size`` (a 413, as ``request.form()`` answers).
 
     The token is on ``request.state.csrf_token`` for templates; the cookie is set on the
     first response that lacks it. WebSocket handshakes from another origin are refused too.
@@ -72,7 +86,9 @@ class CSRFMiddleware:
         self.trusted_origins = frozenset(origin.rstrip("/").lower() for origin in trusted_origins)
         self.cookie_name = cookie_name
         self.header_name = header_name.lower().encode("latin-1")
+        self._header_label = header_name
         self.form_field = form_field
+        self._form_name = None if form_field is None else form_field.encode()
         # NOTE: built once through Response.set_cookie, which checks every attribute.
         cookie = Response()
         cookie.raw_headers.clear()
@@ -97,7 +113,9 @@ class CSRFMiddleware:
     def is_valid_token(self, token: str) -> bool:
         """Return whether ``token`` was signed with one of the keys."""
         nonce, _, signature = token.partition(".")
-        return bool(nonce) and len(token) <= 200 and verify(self.keys, nonce, signature)
+        return (
+            bool(nonce) and len(token) <= _MAX_TOKEN_LENGTH and verify(self.keys, nonce, signature)
+        )
 
     # -- requests ------------------------------------------------------------------------
 
@@ -197,22 +215,52 @@ class CSRFMiddleware:
         """The token in an urlencoded form body (which is then kept for the app)."""
         request = Request(scope, receive)
         media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-        if self.form_field is None or media_type != _FORM_TYPE:
+        if self._form_name is None or media_type != _FORM_TYPE:
             return None
         body = await request.body()
-        fields = limits_for(scope).max_fields
-        try:
-            pairs = parse_qsl(
-                body.decode("latin-1"),
-                keep_blank_values=True,
-                max_num_fields=fields,
-                separator="&",
-            )
-        except ValueError:
+        limits = limits_for(scope)
+        found = await self._find_field(body, self._form_name, limits.max_fields)
+        if found is None:
             return None
-        for name, value in pairs:
-            if name == self.form_field:
-                return value
+        start, stop = found
+        if limits.max_part_size is not None and stop - start > limits.max_part_size:
+            raise HTTPException(
+                413,
+                f"A form field exceeds the limit of {limits.max_part_size} bytes (max_part_size)",
+            )
+        if stop - start > _MAX_SENT_TOKEN:
+            # SECURITY: longer than any token even with every byte escaped: it cannot
+            # match, so it is neither copied nor decoded.
+            return ""
+        return _unquote_plus(body[start:stop]).decode("utf-8", "replace")
+
+    async def _find_field(
+        self, body: bytes, name: bytes, max_fields: int | None
+    ) -> tuple[int, int] | None:
+        """Where the value of the first field called ``name`` in an urlencoded ``body`` is.
+
+        Linear in the body: no other field is decoded, and only names short enough to be
+        ``name`` escaped are. Past ``max_fields`` fields the request is refused.
+        """
+        # NOTE: the same rules as FormParser: only "&" separates fields, empty ones do not
+        # count, and the name ends at the first "=".
+        shortest, longest = len(name), 3 * len(name)
+        for count, field in enumerate(_FIELD.finditer(body), 1):
+            if max_fields is not None and count > max_fields:
+                raise HTTPException(
+                    403,
+                    f"CSRF token not found in the first {max_fields} form fields (max_fields): "
+                    f"send it in an earlier field or in the {self._header_label} header",
+                )
+            start, stop = field.span()
+            equals = body.find(b"=", start, stop)
+            name_end = stop if equals == -1 else equals
+            if shortest <= name_end - start <= longest:
+                sent = body[start:name_end]
+                if sent == name or _unquote_plus(sent) == name:
+                    return (stop, stop) if equals == -1 else (equals + 1, stop)
+            if count % _FIELDS_PER_STEP == 0:
+                await anyio.lowlevel.checkpoint()
         return None
 
     async def _check_websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -228,6 +276,15 @@ class CSRFMiddleware:
                     await WebSocket(scope, receive, send).send_denial_response(response)
                     return
         await self.app(scope, receive, send)
+
+
+def _unquote_plus(sent: bytes) -> bytes:
+    """Decode the ``+`` and ``%XX`` of a short urlencoded name or value."""
+    return _ESCAPE.sub(_unescape, sent.replace(b"+", b" "))
+
+
+def _unescape(match: re.Match[bytes]) -> bytes:
+    return bytes.fromhex(match[1].decode("ascii"))
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
