@@ -522,14 +522,14 @@ _HINTS = {
 
 def _fit_close_reason(reason: str) -> str:
     """Cut ``reason`` to the 123 bytes of UTF-8 a close frame holds, at a character boundary."""
-    if len(reason) <= _MAX_CLOSE_REASON // 4:
+    if len(reason) <= MAX_CLOSE_REASON // 4:
         return reason
     encoded = reason.encode("utf-8", "surrogatepass")
-    if len(encoded) <= _MAX_CLOSE_REASON:
+    if len(encoded) <= MAX_CLOSE_REASON:
         return reason
     # NOTE: a longer reason makes servers fail the close frame itself ("control frame too
     # long"), so the client would see an abnormal closure instead of the code.
-    return encoded[:_MAX_CLOSE_REASON].decode("utf-8", "ignore")
+    return encoded[:MAX_CLOSE_REASON].decode("utf-8", "ignore")
 
 
 def _unexpected_receive(expected: Iterable[str], message: Message) -> RuntimeError:
@@ -539,7 +539,7 @@ def _unexpected_receive(expected: Iterable[str], message: Message) -> RuntimeErr
 
 
 _RECEIVE = "websocket.receive"
-_MAX_CLOSE_REASON = 123  # RFC 6455 5.5: 125 bytes of payload, 2 for the code
+MAX_CLOSE_REASON = 123  # RFC 6455 5.5: 125 bytes of payload, 2 for the code
 _DISCONNECT = "websocket.disconnect"
 _WRONG_TYPE = {"text": "Expected a text message", "bytes": "Expected a binary message"}
 

@@ -9,7 +9,7 @@ from typing import Literal
 
 import anyio.lowlevel
 
-from microasgi.datastructures import URL, parse_cookie
+from microasgi.datastructures import URL, request_cookies
 from microasgi.exceptions import ClientDisconnect, HTTPException
 from microasgi.limits import limits_for
 from microasgi.requests import BODY_KEY, HTTPConnection, Request
@@ -131,10 +131,7 @@ class CSRFMiddleware:
         if scope_type != "http":
             await self.app(scope, receive, send)
             return
-        cookie = None
-        for name, value in scope["headers"]:
-            if name == b"cookie":
-                cookie = parse_cookie(value.decode("latin-1")).get(self.cookie_name)
+        cookie = request_cookies(scope["headers"]).get(self.cookie_name)
         valid_cookie = cookie is not None and self.is_valid_token(cookie)
         token = cookie if valid_cookie and cookie is not None else self.new_token()
         HTTPConnection(scope).state.csrf_token = token

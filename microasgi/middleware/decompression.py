@@ -12,7 +12,6 @@ sent and as inflated. gzip and deflate come from the standard library; br needs 
 from __future__ import annotations
 
 import functools
-import importlib
 import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -22,6 +21,8 @@ from microasgi.limits import limits_for
 from microasgi.requests import BODY_KEY, FORM_KEY
 from microasgi.responses import JSONResponse
 from microasgi.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
+
+from ._optional import load_optional
 
 __all__ = ["RequestDecompressionMiddleware", "available_decodings"]
 
@@ -179,17 +180,8 @@ class _ZstdDecoder(_Decoder):
         return self._obj is not None and self._obj.eof and self._drained
 
 
-@functools.cache
-def _optional(name: str) -> Any:
-    """Import an optional module once; None when it is not installed."""
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        return None
-
-
 def _brotli_factory() -> Callable[[], _Decoder] | None:
-    brotli = _optional("brotli")
+    brotli = load_optional("brotli")
     # SECURITY: brotli before 1.2 cannot bound the output of one call, and a few bytes of
     # br can inflate to many MiB; br is not decoded with it.
     if brotli is None or not hasattr(brotli.Decompressor, "can_accept_more_data"):
@@ -198,13 +190,13 @@ def _brotli_factory() -> Callable[[], _Decoder] | None:
 
 
 def _zstd_factory() -> Callable[[], _Decoder] | None:
-    stdlib = _optional("compression.zstd")
+    stdlib = load_optional("compression.zstd")
     if stdlib is not None:
         options = {stdlib.DecompressionParameter.window_log_max: _ZSTD_WINDOW_LOG}
         return functools.partial(
             _ZstdDecoder, lambda: stdlib.ZstdDecompressor(options=options), (stdlib.ZstdError,)
         )
-    zstandard = _optional("zstandard")
+    zstandard = load_optional("zstandard")
     if zstandard is None:
         return None
 

@@ -8,13 +8,14 @@ stay streaming: each chunk is compressed and flushed as it passes.
 
 from __future__ import annotations
 
-import importlib
 import zlib
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Protocol
 
 from microasgi.datastructures import MutableHeaders
 from microasgi.types import ASGIApp, Message, Receive, Scope, Send
+
+from ._optional import load_optional
 
 __all__ = ["CompressionMiddleware", "GZipMiddleware", "available_encodings"]
 
@@ -42,7 +43,7 @@ class _GzipEncoder:
 
 class _BrotliEncoder:
     def __init__(self, quality: int) -> None:
-        self._compressor = _load("brotli").Compressor(quality=quality)
+        self._compressor = load_optional("brotli").Compressor(quality=quality)
 
     def compress(self, data: bytes) -> bytes:
         return self._compressor.process(data) + self._compressor.flush()  # type: ignore[no-any-return]
@@ -57,13 +58,13 @@ class _ZstdEncoder:
     def __init__(self, level: int) -> None:
         self._compress: Callable[[bytes], bytes]
         self._finish: Callable[[], bytes]
-        stdlib = _load("compression.zstd")
+        stdlib = load_optional("compression.zstd")
         if stdlib is not None:
             compressor = stdlib.ZstdCompressor(level=level)
             self._compress = lambda data: compressor.compress(data, compressor.FLUSH_BLOCK)
             self._finish = lambda: compressor.flush(compressor.FLUSH_FRAME)
         else:
-            zstandard = _load("zstandard")
+            zstandard = load_optional("zstandard")
             stream = zstandard.ZstdCompressor(level=level).compressobj()
             block = zstandard.COMPRESSOBJ_FLUSH_BLOCK
             self._compress = lambda data: stream.compress(data) + stream.flush(block)
@@ -76,25 +77,12 @@ class _ZstdEncoder:
         return self._finish()
 
 
-_modules: dict[str, Any] = {}
-
-
-def _load(name: str) -> Any:
-    """Import an optional module once; None when it is not installed."""
-    if name not in _modules:
-        try:
-            _modules[name] = importlib.import_module(name)
-        except ImportError:
-            _modules[name] = None
-    return _modules[name]
-
-
 def available_encodings() -> tuple[str, ...]:
     """The encodings this Python can produce, best first: zstd, br, gzip."""
     encodings = []
-    if _load("compression.zstd") is not None or _load("zstandard") is not None:
+    if load_optional("compression.zstd") is not None or load_optional("zstandard") is not None:
         encodings.append("zstd")
-    if _load("brotli") is not None:
+    if load_optional("brotli") is not None:
         encodings.append("br")
     encodings.append("gzip")
     return tuple(encodings)

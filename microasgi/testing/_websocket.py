@@ -14,6 +14,7 @@ from anyio.from_thread import BlockingPortal
 from microasgi.exceptions import WebSocketDisconnect
 from microasgi.testing._server import PortalFactory, Target, raw_headers
 from microasgi.types import Message, Scope
+from microasgi.websockets import MAX_CLOSE_REASON
 
 JSONMode = Literal["text", "binary"]
 
@@ -232,7 +233,10 @@ class _Connection:
             )
         if kind in ("websocket.accept", "websocket.http.response.start"):
             raw_headers(message.get("headers", ()), kind)
-        elif kind == "websocket.close" and len((message.get("reason") or "").encode()) > 123:
+        elif (
+            kind == "websocket.close"
+            and len((message.get("reason") or "").encode()) > MAX_CLOSE_REASON
+        ):
             # NOTE: as real servers do: a close frame holds at most 123 bytes of reason.
             raise RuntimeError(
                 'The "reason" of "websocket.close" is over 123 bytes of UTF-8; a close '

@@ -22,7 +22,8 @@ import zstandard
 from microasgi.app import App
 from microasgi.exceptions import HTTPException
 from microasgi.limits import Limits
-from microasgi.middleware import Middleware, RequestDecompressionMiddleware, decompression
+from microasgi.middleware import Middleware, RequestDecompressionMiddleware
+from microasgi.middleware._optional import load_optional
 from microasgi.middleware.decompression import available_decodings
 from microasgi.requests import Request
 from microasgi.responses import JSONResponse, StreamingResponse
@@ -760,9 +761,9 @@ async def test_a_poll_for_disconnect_keeps_the_body(anyio_backend: str) -> None:
 
 @pytest.fixture
 def fresh_imports() -> Iterator[None]:
-    decompression._optional.cache_clear()
+    load_optional.cache_clear()
     yield
-    decompression._optional.cache_clear()
+    load_optional.cache_clear()
 
 
 def test_available_decodings(fresh_imports: None, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -770,7 +771,7 @@ def test_available_decodings(fresh_imports: None, monkeypatch: pytest.MonkeyPatc
     assert RequestDecompressionMiddleware(make_app()).encodings == available_decodings()
     monkeypatch.setitem(sys.modules, "zstandard", None)
     monkeypatch.setitem(sys.modules, "brotli", None)
-    decompression._optional.cache_clear()
+    load_optional.cache_clear()
     assert available_decodings() == ("gzip", "deflate")
 
 

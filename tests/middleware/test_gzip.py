@@ -12,7 +12,8 @@ import zstandard
 
 from microasgi.app import App
 from microasgi.middleware import CompressionMiddleware, GZipMiddleware, Middleware
-from microasgi.middleware.gzip import _load, available_encodings, parse_accept_encoding
+from microasgi.middleware._optional import load_optional
+from microasgi.middleware.gzip import available_encodings, parse_accept_encoding
 from microasgi.requests import Request
 from microasgi.responses import PlainTextResponse, Response, StreamingResponse
 from microasgi.testing import TestClient
@@ -359,7 +360,7 @@ def test_bad_options() -> None:
 
 def test_helpers() -> None:
     assert available_encodings() == ("zstd", "br", "gzip")
-    assert _load("microasgi_no_such_module") is None
+    assert load_optional("microasgi_no_such_module") is None
     assert parse_accept_encoding("gzip;q=0.5, , BR;Q=2, zstd;level=3") == {
         "gzip": 0.5,
         "br": 1.0,
