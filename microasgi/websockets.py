@@ -368,8 +368,11 @@ class WebSocket(HTTPConnection):
         # PERF: both sides are connected; skip the generic checks of send() (and one await).
         # NOTE: this awaits the server's send, so a slow client slows the sender here:
         # backpressure is the server's transport, microasgi buffers nothing.
+        # PERF: `self._send(...)` would be a method lookup CPython cannot specialise for an
+        # instance attribute; a local costs one slot read.
+        send = self._send
         try:
-            await self._send(message)
+            await send(message)
         except OSError:
             self._sent_to_gone_client()
 
@@ -381,8 +384,9 @@ class WebSocket(HTTPConnection):
             # that is gone (the server decides what that does).
             await self.send(message)
             return
+        send = self._send
         try:
-            await self._send(message)
+            await send(message)
         except OSError:
             self._sent_to_gone_client()
 
