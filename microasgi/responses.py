@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncIterable, Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -221,7 +221,11 @@ def _cookie_expires(expires: datetime | str | int) -> str:
     from email.utils import format_datetime, formatdate
 
     if isinstance(expires, datetime):
-        return format_datetime(expires, usegmt=True)
+        # NOTE: the cookie date is in GMT; an aware datetime is converted to it, and a naive
+        # one is taken as UTC already (as Werkzeug and Django do).
+        if expires.tzinfo is None:
+            expires = expires.replace(tzinfo=timezone.utc)
+        return format_datetime(expires.astimezone(timezone.utc), usegmt=True)
     if isinstance(expires, int):
         return formatdate(time.time() + expires, usegmt=True)
     return _checked("expires", expires)

@@ -135,11 +135,15 @@ class EventSourceResponse(StreamingResponse):
     yields nothing for ``ping`` seconds a comment line is sent, so proxies keep the
     connection open (``None`` or ``0``: never). `Cache-Control: no-cache` and
     `X-Accel-Buffering: no` keep caches and nginx from holding the events back; ``sep``
-    (``"\\n"``, ``"\\r\\n"`` or ``"\\r"``) ends the lines. When the client goes away the
-    iterator is closed and ``background`` does not run: an async generator sees
-    `GeneratorExit` at its ``yield``, or, while it awaits something else, a cancellation
-    (its ``finally:`` runs, and an ``await`` there needs a shielded `anyio.CancelScope`).
-    Every option is a keyword: ``EventSourceResponse(events(), status_code=201)``.
+    (``"\\n"``, ``"\\r\\n"`` or ``"\\r"``) ends the lines. A send that takes longer than
+    ``send_timeout`` seconds (30 by default; ``None``: no limit) counts as the client going
+    away, so one that stops reading without closing the connection is let go. When the
+    client goes away the iterator is closed and ``background`` does not run: an async
+    generator sees `GeneratorExit` at its ``yield``, or, while it awaits something else, a
+    cancellation (its ``finally:`` runs, and an ``await`` there needs a shielded
+    `anyio.CancelScope`). A HEAD request gets the headers alone; the iterator is not run and
+    ``background`` does not run. Every option is a keyword:
+    ``EventSourceResponse(events(), status_code=201)``.
     """
 
     media_type = "text/event-stream"
@@ -153,11 +157,14 @@ class EventSourceResponse(StreamingResponse):
         status_code: int = 200,
         background: BackgroundTask | None = None,
         sep: str = "\n",
+        send_timeout: float | None = 30,
     ) -> None:
         if sep not in _SEPARATORS:
             raise ValueError(f"Invalid SSE separator {sep!r}: use '\\n', '\\r\\n' or '\\r'")
         if ping is not None and (isinstance(ping, bool) or ping < 0):
             raise ValueError(f"Invalid ping interval {ping!r}: use seconds > 0, or None")
+        if send_timeout is not None and (isinstance(send_timeout, bool) or send_timeout <= 0):
+            raise ValueError(f"Invalid send_timeout {send_timeout!r}: use seconds > 0, or None")
         events: AsyncIterable[Any] = (
             content if isinstance(content, AsyncIterable) else iterate_in_threadpool(content)
         )
@@ -166,12 +173,18 @@ class EventSourceResponse(StreamingResponse):
         self.ping_interval = ping or None
         self.ping_message = f": ping{sep}{sep}".encode()
         self.sep = sep
+        self.send_timeout = send_timeout
         self.headers.setdefault("cache-control", "no-cache")
         self.headers.setdefault("x-accel-buffering", "no")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
+            return
+        if scope["method"] == "HEAD":
+            # NOTE: a HEAD answer has no body, and an event stream may never end: the
+            # router would drop every event and wait forever. Send the headers alone.
+            await self._send_headers_only(send)
             return
         # NOTE: an event stream idles for long stretches, so the disconnect is watched on
         # `receive` whatever the ASGI version; waiting for a send to fail could take until
@@ -180,23 +193,45 @@ class EventSourceResponse(StreamingResponse):
         if completed and self.background is not None:
             await self.background()
 
+    async def _send_headers_only(self, send: Send) -> None:
+        try:
+            await self._send(send, self._start_message())
+            await self._send(send, {"type": "http.response.body", "body": b""})
+        except ClientDisconnect:
+            pass
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.encoded_events.aclose()
+
+    async def _send(self, send: Send, message: Message) -> None:
+        if self.send_timeout is None:
+            await _send_or_gone(send, message)
+            return
+        # SECURITY: a client that stops reading without closing the connection blocks `send`
+        # for as long as TCP keeps the connection (zero-window probes never give up); treat
+        # it as gone, so its task and what the iterator holds are released.
+        with anyio.move_on_after(self.send_timeout) as scope:
+            await _send_or_gone(send, message)
+        if scope.cancelled_caught:
+            raise ClientDisconnect
+
+    def _start_message(self) -> Message:
+        return {
+            "type": "http.response.start",
+            "status": self.status_code,
+            "headers": self.raw_headers,
+        }
+
     async def stream_response(self, send: Send) -> None:
         """Send the start message, the events with pings between them, then the end."""
         try:
-            await _send_or_gone(
-                send,
-                {
-                    "type": "http.response.start",
-                    "status": self.status_code,
-                    "headers": self.raw_headers,
-                },
-            )
+            await self._send(send, self._start_message())
             if self.ping_interval is None:
                 async for chunk in self.body_iterator:
-                    await _send_or_gone(send, _chunk_message(chunk))
+                    await self._send(send, _chunk_message(chunk))
             else:
                 await self._stream_with_pings(send, self.ping_interval)
-            await _send_or_gone(send, {"type": "http.response.body", "body": b""})
+            await self._send(send, {"type": "http.response.body", "body": b""})
         finally:
             with anyio.CancelScope(shield=True):
                 await self.encoded_events.aclose()
@@ -215,7 +250,7 @@ class EventSourceResponse(StreamingResponse):
                     continue  # NOTE: an event went out meanwhile; wait from that one.
                 async with lock:
                     try:
-                        await _send_or_gone(send, _chunk_message(self.ping_message))
+                        await self._send(send, _chunk_message(self.ping_message))
                     except ClientDisconnect:
                         gone = True
                         task_group.cancel_scope.cancel()
@@ -227,7 +262,7 @@ class EventSourceResponse(StreamingResponse):
             try:
                 async for chunk in self.body_iterator:
                     async with lock:
-                        await _send_or_gone(send, _chunk_message(chunk))
+                        await self._send(send, _chunk_message(chunk))
                     last_sent = anyio.current_time()
             except Exception as exc:
                 # NOTE: re-raised outside the task group, so it is not wrapped in an

@@ -9,6 +9,7 @@ import re
 import stat
 from collections.abc import AsyncIterator, Mapping, Sequence
 from email.utils import formatdate, mktime_tz, parsedate_tz
+from typing import BinaryIO
 from urllib.parse import quote
 
 import anyio
@@ -66,7 +67,9 @@ _MAX_DATE_LENGTH = 64
 
 def guess_media_type(name: str) -> str:
     """Return the media type for a file name, `application/octet-stream` if unknown."""
-    media_type, encoding = mimetypes.guess_type(name)
+    # SECURITY: guess_type() takes a URL, so "data:text/html,x.png" would be text/html;
+    # behind a "/" the last segment of the name can never read as a URL scheme.
+    media_type, encoding = mimetypes.guess_type("/" + os.path.basename(name))
     if encoding is not None:
         # NOTE: "x.tar.gz" guesses as application/x-tar encoded with gzip; sent without a
         # Content-Encoding, the bytes are a gzip file, so that is the type to announce.
@@ -113,6 +116,11 @@ def _without(headers: RawHeaders, names: frozenset[bytes]) -> RawHeaders:
     return [(key, value) for key, value in headers if key not in names]
 
 
+def _empty(headers: RawHeaders) -> RawHeaders:
+    """Return ``headers`` for an empty error body (412, 416): no representation metadata."""
+    return [*_without(headers, _REPRESENTATION_HEADERS), (_CONTENT_LENGTH, b"0")]
+
+
 def _with_stat_headers(headers: RawHeaders, stat_result: os.stat_result) -> RawHeaders:
     """Return ``headers`` with the length, `ETag` and `Last-Modified` of the file added.
 
@@ -134,38 +142,60 @@ def _with_stat_headers(headers: RawHeaders, stat_result: os.stat_result) -> RawH
 class _Conditions:
     """The request headers that make a file request conditional or partial."""
 
-    __slots__ = ("if_modified_since", "if_none_match", "if_range", "range")
+    __slots__ = (
+        "if_match",
+        "if_modified_since",
+        "if_none_match",
+        "if_range",
+        "if_unmodified_since",
+        "range",
+    )
 
     def __init__(self, scope: Scope) -> None:
-        if_none_match: list[str] = []
-        if_modified_since: list[str] = []
-        ranges: list[str] = []
-        if_range: list[str] = []
-        wanted = {
-            b"if-none-match": if_none_match,
-            b"if-modified-since": if_modified_since,
-            b"range": ranges,
-            b"if-range": if_range,
+        found: dict[bytes, list[str]] = {
+            b"if-match": [],
+            b"if-none-match": [],
+            b"if-modified-since": [],
+            b"if-unmodified-since": [],
+            b"range": [],
+            b"if-range": [],
         }
         for name, value in scope.get("headers", ()):
-            found = wanted.get(name)
-            if found is not None:
-                found.append(value.decode("latin-1"))
-        self.if_none_match = ",".join(if_none_match) if if_none_match else None
+            values = found.get(name)
+            if values is not None:
+                values.append(value.decode("latin-1"))
+        # NOTE: list-valued fields may come in several lines, joined as one list.
+        self.if_match = ",".join(found[b"if-match"]) if found[b"if-match"] else None
+        self.if_none_match = ",".join(found[b"if-none-match"]) if found[b"if-none-match"] else None
         # NOTE: these are single-valued: a repeated one is malformed and ignored.
-        self.if_modified_since = if_modified_since[0] if len(if_modified_since) == 1 else None
-        self.range = ranges[0] if len(ranges) == 1 else None
-        self.if_range = if_range[0] if len(if_range) == 1 else None
+        self.if_modified_since = _single(found[b"if-modified-since"])
+        self.if_unmodified_since = _single(found[b"if-unmodified-since"])
+        self.range = _single(found[b"range"])
+        # NOTE: a repeated If-Range joins into a value that matches nothing, so the whole
+        # file is sent: ignoring it instead would send ranges of a possibly changed file.
+        self.if_range = ",".join(found[b"if-range"]) if found[b"if-range"] else None
+
+    def precondition_failed(self, headers: RawHeaders) -> bool:
+        """Whether to answer 412 (RFC 9110 §13.2.2: If-Match, else If-Unmodified-Since)."""
+        if self.if_match is not None:
+            # NOTE: "*" holds for any current representation, and the file is one.
+            etag = _header(headers, _ETAG)
+            return self.if_match.strip() != "*" and not _etag_listed(
+                self.if_match, etag, weak=False
+            )
+        if self.if_unmodified_since is not None:
+            since = _http_date(self.if_unmodified_since)
+            modified = _last_modified(headers)
+            return since is not None and modified is not None and modified > since
+        return False
 
     def not_modified(self, headers: RawHeaders) -> bool:
         """Whether the client's copy is current (RFC 9110 §13.2.2: If-None-Match wins)."""
         if self.if_none_match is not None:
-            etag = _header(headers, _ETAG)
-            return etag is not None and _etag_listed(self.if_none_match, etag)
+            return _etag_listed(self.if_none_match, _header(headers, _ETAG), weak=True)
         if self.if_modified_since is not None:
             since = _http_date(self.if_modified_since)
-            last_modified = _header(headers, _LAST_MODIFIED)
-            modified = None if last_modified is None else _http_date(last_modified)
+            modified = _last_modified(headers)
             return since is not None and modified is not None and modified <= since
         return False
 
@@ -183,18 +213,40 @@ class _Conditions:
         return date is not None and last_modified is not None and date == _http_date(last_modified)
 
 
-def _etag_listed(header: str, etag: str) -> bool:
-    """Weak comparison of ``etag`` with each tag of an `If-None-Match` value."""
+def _single(values: list[str]) -> str | None:
+    return values[0] if len(values) == 1 else None
+
+
+def _last_modified(headers: RawHeaders) -> int | None:
+    value = _header(headers, _LAST_MODIFIED)
+    return None if value is None else _http_date(value)
+
+
+# NOTE: an entity-tag is an optional "W/" and a quoted string without quotes inside (it
+# may hold commas, so a list is not split on them). Linear: no nested repetition.
+_find_etags = re.compile(r'(W/)?("[^"]*")').finditer
+
+
+def _etag_listed(header: str, etag: str | None, *, weak: bool) -> bool:
+    """Whether ``etag`` matches a tag of an `If-None-Match` (``weak``) or `If-Match` list.
+
+    The strong comparison (If-Match) never matches a weak tag on either side.
+    """
+    if etag is None:
+        return False
     if header.strip() == "*":
         return True
+    etag_weak = etag.startswith("W/")
     opaque = etag.removeprefix("W/")
-    return any(tag.strip().removeprefix("W/") == opaque for tag in header.split(","))
+    if etag_weak and not weak:
+        return False
+    return any(match[2] == opaque and (weak or match[1] is None) for match in _find_etags(header))
 
 
 def _read_pieces(path: str, pieces: Sequence[Piece]) -> bytes:
     """Read ``pieces`` of the file at ``path`` in one go (runs in a worker thread)."""
     out: list[bytes] = []
-    with open(path, "rb") as file:
+    with _open(path) as file:
         for piece in pieces:
             if isinstance(piece, bytes):
                 out.append(piece)
@@ -208,29 +260,41 @@ def _read_pieces(path: str, pieces: Sequence[Piece]) -> bytes:
     return b"".join(out)
 
 
+def _open(path: str) -> BinaryIO:
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise _missing(path) from None
+
+
+def _missing(path: str) -> RuntimeError:
+    return RuntimeError(f"File at path {path!r} does not exist.")
+
+
 def _shrunk(path: str) -> RuntimeError:
     return RuntimeError(f"File at path {path!r} became shorter while it was being sent.")
 
 
-async def _file_chunks(path: str, pieces: Sequence[Piece], chunk_size: int) -> AsyncIterator[bytes]:
-    """Yield ``pieces`` of the file at ``path``, reading at most ``chunk_size`` at a time."""
-    async with await anyio.open_file(path, "rb") as file:
-        pending = b""
-        for piece in pieces:
-            if isinstance(piece, bytes):
-                pending += piece
-                continue
-            start, stop = piece
-            await file.seek(start)
-            while start < stop:
-                chunk = await file.read(min(chunk_size, stop - start))
-                if not chunk:
-                    raise _shrunk(path)
-                start += len(chunk)
-                yield pending + chunk if pending else chunk
-                pending = b""
-        if pending:
-            yield pending
+async def _file_chunks(
+    file: anyio.AsyncFile[bytes], path: str, pieces: Sequence[Piece], chunk_size: int
+) -> AsyncIterator[bytes]:
+    """Yield ``pieces`` of the open ``file``, reading at most ``chunk_size`` at a time."""
+    pending = b""
+    for piece in pieces:
+        if isinstance(piece, bytes):
+            pending += piece
+            continue
+        start, stop = piece
+        await file.seek(start)
+        while start < stop:
+            chunk = await file.read(min(chunk_size, stop - start))
+            if not chunk:
+                raise _shrunk(path)
+            start += len(chunk)
+            yield pending + chunk if pending else chunk
+            pending = b""
+    if pending:
+        yield pending
 
 
 class FileResponse(Response):
@@ -238,7 +302,8 @@ class FileResponse(Response):
 
     Sends `Content-Length`, `Content-Type` (``media_type``, else guessed from ``filename``
     or ``path``), `Last-Modified`, a strong `ETag` and `Accept-Ranges: bytes`. A 200 GET or
-    HEAD answers `If-None-Match` / `If-Modified-Since` with 304, and a GET answers `Range`
+    HEAD answers `If-Match` / `If-Unmodified-Since` that fail with 412,
+    `If-None-Match` / `If-Modified-Since` with 304, and a GET answers `Range`
     with 206 (several ranges as `multipart/byteranges`) or 416, honouring `If-Range`; more
     than ``limits_for(scope).max_ranges`` ranges get the whole file. ``filename`` adds a
     `Content-Disposition` of ``content_disposition_type``. ``stat_result`` saves the
@@ -289,24 +354,28 @@ class FileResponse(Response):
             await self._send(send, status, headers, None)
             return
         length = sum(len(p) if isinstance(p, bytes) else p[1] - p[0] for p in pieces)
-        if length > self.chunk_size:
+        if length <= self.chunk_size:
+            # PERF: a small body is opened, read and closed in one trip to a worker thread.
+            body = (
+                await anyio.to_thread.run_sync(_read_pieces, self.path, pieces) if pieces else b""
+            )
+            await self._send(send, status, headers, body)
+            return
+        # NOTE: opened before the response starts, so a file removed since its stat() is an
+        # error the app can still answer, not a 200 cut short.
+        async with anyio.wrap_file(await anyio.to_thread.run_sync(_open, self.path)) as file:
             # NOTE: StreamingResponse stops reading when the client goes away (whatever
             # the server's ASGI version) and then skips the background task.
-            streaming = StreamingResponse(
-                _file_chunks(self.path, pieces, self.chunk_size), status, background=self.background
-            )
+            chunks = _file_chunks(file, self.path, pieces, self.chunk_size)
+            streaming = StreamingResponse(chunks, status, background=self.background)
             streaming.raw_headers = headers
             await streaming(scope, receive, send)
-            return
-        # PERF: a small body is opened, read and closed in one trip to a worker thread.
-        body = await anyio.to_thread.run_sync(_read_pieces, self.path, pieces) if pieces else b""
-        await self._send(send, status, headers, body)
 
     async def _stat(self) -> os.stat_result:
         try:
             stat_result = await anyio.to_thread.run_sync(os.stat, self.path)
         except FileNotFoundError:
-            raise RuntimeError(f"File at path {self.path!r} does not exist.") from None
+            raise _missing(self.path) from None
         if not stat.S_ISREG(stat_result.st_mode):
             raise RuntimeError(f"File at path {self.path!r} is not a regular file.")
         return stat_result
@@ -319,6 +388,8 @@ class FileResponse(Response):
         if self.status_code != 200 or method not in ("GET", "HEAD"):
             return self.status_code, headers, whole
         conditions = _Conditions(scope)
+        if conditions.precondition_failed(headers):
+            return 412, _empty(headers), []
         if conditions.not_modified(headers):
             return 304, _without(headers, _REPRESENTATION_HEADERS), []
         # NOTE: RFC 9110 §14.2: GET is the only method with range handling.
@@ -328,10 +399,7 @@ class FileResponse(Response):
         if ranges is None:
             return 200, headers, whole
         if not ranges:
-            unsatisfiable = _without(headers, _REPRESENTATION_HEADERS)
-            unsatisfiable.append((b"content-range", b"bytes */%d" % size))
-            unsatisfiable.append((_CONTENT_LENGTH, b"0"))
-            return 416, unsatisfiable, []
+            return 416, [*_empty(headers), (b"content-range", b"bytes */%d" % size)], []
         return self._partial(ranges, size, headers)
 
     def _partial(

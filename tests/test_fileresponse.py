@@ -175,6 +175,9 @@ async def test_etag_is_strong_and_changes_with_the_file(data_file: Path) -> None
         ("a.tar.bz2", "application/x-bzip2"),
         ("a.tar.xz", "application/x-xz"),
         ("a.txt.br", "application/octet-stream"),
+        ("data:text/html,x.png", "image/png"),
+        ("data:,x.png", "image/png"),
+        ("dir/data:text/html;base64,eA==", "application/octet-stream"),
     ],
 )
 def test_media_type_guess(name: str, media_type: str) -> None:
@@ -238,6 +241,30 @@ async def test_missing_file_and_directory_raise(tmp_path: Path) -> None:
         await run(FileResponse(tmp_path / "missing.txt"))
     with pytest.raises(RuntimeError, match="not a regular file"):
         await run(FileResponse(tmp_path))
+
+
+@pytest.mark.anyio
+async def test_a_filename_is_never_read_as_a_data_url(text_file: Path) -> None:
+    # A user-supplied download name must not pick the Content-Type (here: text/html).
+    exchange = await run(
+        FileResponse(text_file, filename="data:text/html,x.png", content_disposition_type="inline")
+    )
+    assert exchange.headers["content-type"] == "image/png"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("size", [10, 3 * FileResponse.chunk_size])
+async def test_file_removed_after_its_stat_raises_before_the_response_starts(
+    tmp_path: Path, size: int
+) -> None:
+    path = tmp_path / "gone.bin"
+    path.write_bytes(b"x" * size)
+    response = FileResponse(path, stat_result=path.stat())
+    path.unlink()
+    exchange = Exchange()
+    with pytest.raises(RuntimeError, match="does not exist"):
+        await response(http_scope(), exchange.receive, exchange.send)
+    assert exchange.messages == []  # so the app can still answer with an error status
 
 
 @pytest.mark.anyio
@@ -320,6 +347,73 @@ async def test_if_none_match(data_file: Path) -> None:
         exchange = await run(FileResponse(data_file), http_scope(headers={"if-none-match": header}))
         assert exchange.status == 200, header
         assert exchange.body == CONTENT
+
+
+@pytest.mark.anyio
+async def test_entity_tags_may_contain_commas(data_file: Path) -> None:
+    response = FileResponse(data_file, headers={"etag": '"v1,v2"'})
+    for header in ['"v1,v2"', '"x", W/"v1,v2"', '"a,b","v1,v2"']:
+        exchange = await run(response, http_scope(headers={"if-none-match": header}))
+        assert exchange.status == 304, header
+    for header in ['"v1"', 'v2"', '"v1,v2']:
+        exchange = await run(response, http_scope(headers={"if-none-match": header}))
+        assert exchange.status == 200, header
+
+
+@pytest.mark.anyio
+async def test_if_match(data_file: Path) -> None:
+    etag = (await run(FileResponse(data_file))).headers["etag"]
+    for header in [etag, f'"other", {etag}', "*", f' "a,b" ,{etag} ']:
+        exchange = await run(FileResponse(data_file), http_scope(headers={"if-match": header}))
+        assert (exchange.status, exchange.body) == (200, CONTENT), header
+    # NOTE: If-Match compares strongly: W/ on either side never matches.
+    for header in ['"other"', f"W/{etag}", etag[:-2] + '"', ""]:
+        exchange = await run(FileResponse(data_file), http_scope(headers={"if-match": header}))
+        assert exchange.status == 412, header
+        assert exchange.body == b""
+        assert exchange.headers["content-length"] == "0"
+        assert exchange.headers["etag"] == etag
+        assert "content-type" not in exchange.headers
+    weak = FileResponse(data_file, headers={"etag": 'W/"weak"'})
+    assert (await run(weak, http_scope(headers={"if-match": 'W/"weak"'}))).status == 412
+    assert (await run(weak, http_scope(headers={"if-match": "*"}))).status == 200
+    several = [("if-match", '"a"'), ("if-match", etag)]
+    assert (await run(FileResponse(data_file), http_scope(headers=several))).status == 200
+    head = await run(FileResponse(data_file), http_scope("HEAD", {"if-match": '"other"'}))
+    assert (head.status, head.body) == (412, b"")
+
+
+@pytest.mark.anyio
+async def test_if_unmodified_since(data_file: Path) -> None:
+    mtime = data_file.stat().st_mtime
+
+    async def status(*values: str, **headers: str) -> int:
+        items = [("if-unmodified-since", value) for value in values] + list(headers.items())
+        return (await run(FileResponse(data_file), http_scope(headers=items))).status
+
+    assert await status(formatdate(mtime, usegmt=True)) == 200
+    assert await status(formatdate(mtime + 3600, usegmt=True)) == 200
+    earlier = formatdate(mtime - 3600, usegmt=True)
+    assert await status(earlier) == 412
+    assert await status(earlier, range="bytes=0-1") == 412  # before ranges
+    assert await status(earlier, **{"if-none-match": '"x"'}) == 412  # before If-None-Match
+    assert await status("not a date") == 200
+    assert await status(earlier, earlier) == 200  # a list of dates is ignored
+    # NOTE: If-Match, when present, is the one evaluated.
+    etag = (await run(FileResponse(data_file))).headers["etag"]
+    assert await status(earlier, **{"if-match": etag}) == 200
+    assert await status(formatdate(mtime, usegmt=True), **{"if-match": '"x"'}) == 412
+
+
+@pytest.mark.anyio
+async def test_preconditions_apply_only_to_a_200_get_or_head(data_file: Path) -> None:
+    headers = {"if-match": '"other"'}
+    not_found_page = await run(
+        FileResponse(data_file, status_code=404), http_scope(headers=headers)
+    )
+    assert (not_found_page.status, not_found_page.body) == (404, CONTENT)
+    posted = await run(FileResponse(data_file), http_scope("POST", headers))
+    assert (posted.status, posted.body) == (200, CONTENT)
 
 
 @pytest.mark.anyio
@@ -513,6 +607,15 @@ async def test_if_range(data_file: Path) -> None:
     weak = FileResponse(data_file, headers={"etag": 'W/"weak"'})
     exchange = await run(weak, http_scope(headers={"range": "bytes=0-1", "if-range": 'W/"weak"'}))
     assert exchange.status == 200  # If-Range compares strongly: a weak tag never matches
+
+
+@pytest.mark.anyio
+async def test_a_repeated_if_range_sends_the_whole_file(data_file: Path) -> None:
+    # A malformed If-Range must not be taken as absent: the ranges could be of another file.
+    for value in ['"other"', (await run(FileResponse(data_file))).headers["etag"]]:
+        headers = [("range", "bytes=0-1"), ("if-range", value), ("if-range", value)]
+        exchange = await run(FileResponse(data_file), http_scope(headers=headers))
+        assert (exchange.status, exchange.body) == (200, CONTENT), value
 
 
 @pytest.mark.anyio

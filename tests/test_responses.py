@@ -280,6 +280,22 @@ def test_set_cookie_all_attributes() -> None:
 
 
 @pytest.mark.parametrize(
+    "expires",
+    [
+        dt.datetime(2037, 1, 22, 14, 0, 10, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+        dt.datetime(2037, 1, 22, 7, 0, 10, tzinfo=dt.timezone(-dt.timedelta(hours=5))),
+        dt.datetime(2037, 1, 22, 12, 0, 10),  # naive: taken as UTC
+    ],
+)
+def test_set_cookie_expires_in_any_time_zone(expires: dt.datetime) -> None:
+    response = Response()
+    response.set_cookie("a", "b", expires=expires)
+    assert set_cookies(response) == [
+        "a=b; expires=Thu, 22 Jan 2037 12:00:10 GMT; Path=/; SameSite=lax"
+    ]
+
+
+@pytest.mark.parametrize(
     ("value", "attributes"),
     [
         ("plain", {"path": "/"}),

@@ -11,7 +11,7 @@ from microasgi.app import App
 from microasgi.background import BackgroundTask
 from microasgi.requests import Request
 from microasgi.sse import EventSourceResponse, ServerSentEvent
-from microasgi.testing import TestClient
+from microasgi.testing import AsyncTestClient, TestClient
 from microasgi.types import Message, Scope
 
 ClientFactory = Callable[..., TestClient]
@@ -102,10 +102,17 @@ def scope(spec_version: str = "2.4") -> Scope:
 class Client:
     """The server side of an event stream; the client can leave at a chosen point."""
 
-    def __init__(self, *, leave_after: int | None = None, send_fails: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        leave_after: int | None = None,
+        send_fails: bool = False,
+        stuck_after: int | None = None,
+    ) -> None:
         self.messages: list[Message] = []
         self.leave_after = leave_after
         self.send_fails = send_fails
+        self.stuck_after = stuck_after  # then `send` never returns: a client that stops reading
         self.gone = anyio.Event()
         self.request_sent = False
 
@@ -113,7 +120,7 @@ class Client:
         if not self.request_sent:
             self.request_sent = True
             return {"type": "http.request", "body": b"", "more_body": False}
-        if self.send_fails:
+        if self.send_fails or self.stuck_after is not None:
             await anyio.sleep_forever()  # NOTE: this server only reports it through send
         await self.gone.wait()
         return {"type": "http.disconnect"}
@@ -121,6 +128,8 @@ class Client:
     async def send(self, message: Message) -> None:
         if self.gone.is_set() and self.send_fails:
             raise OSError("connection reset by peer")
+        if self.stuck_after is not None and len(self.chunks) >= self.stuck_after:
+            await anyio.sleep_forever()
         self.messages.append(message)
         if self.leave_after is not None and len(self.chunks) >= self.leave_after:
             self.gone.set()
@@ -194,6 +203,9 @@ def test_invalid_arguments() -> None:
     for ping in [-1, True]:
         with pytest.raises(ValueError, match="ping"):
             EventSourceResponse([], ping=ping)
+    for send_timeout in [0, -1, True]:
+        with pytest.raises(ValueError, match="send_timeout"):
+            EventSourceResponse([], send_timeout=send_timeout)
 
 
 @pytest.mark.anyio
@@ -540,3 +552,92 @@ def test_the_clock_resumes_after_the_last_event_id(header: str | None, tick: int
     from examples.sse_clock import next_tick
 
     assert next_tick(header) == tick
+
+
+# --- HEAD ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_head_sends_the_headers_without_running_an_endless_stream() -> None:
+    feed = Feed()
+    ran: list[str] = []
+    client = Client()
+    response = EventSourceResponse(feed.events(), background=BackgroundTask(ran.append, "task"))
+    with anyio.fail_after(2):
+        await response({**scope(), "method": "HEAD"}, client.receive, client.send)
+    assert client.messages[0]["status"] == 200
+    assert client.headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert client.messages[1:] == [{"type": "http.response.body", "body": b""}]
+    assert feed.produced == 0
+    assert ran == []
+
+
+@pytest.mark.anyio
+async def test_head_to_a_client_already_gone() -> None:
+    feed = Feed()
+    client = Client(send_fails=True)
+    client.gone.set()
+    with anyio.fail_after(2):
+        await EventSourceResponse(feed.events())(
+            {**scope(), "method": "HEAD"}, client.receive, client.send
+        )
+    assert client.messages == []
+
+
+@pytest.mark.anyio
+async def test_head_through_the_app_answers_an_endless_stream() -> None:
+    feed = Feed()
+    app = App()
+
+    @app.get("/events")
+    async def events(request: Request) -> EventSourceResponse:
+        return EventSourceResponse(feed.events())
+
+    with anyio.fail_after(5):
+        async with AsyncTestClient(app) as client:
+            response = await client.head("/events")
+    assert (response.status_code, response.content) == (200, b"")
+    assert response.headers["cache-control"] == "no-cache"
+    assert feed.produced == 0
+
+
+# --- a client that stops reading ------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("ping", "idle", "stuck_after"),
+    [
+        (None, False, 0),  # stuck on the start message
+        (None, False, 2),  # on an event
+        (0.02, False, 2),  # on an event, with pings on
+        (0.02, True, 1),  # on a ping
+    ],
+)
+async def test_send_timeout_lets_go_of_a_client_that_stops_reading(
+    ping: float | None, idle: bool, stuck_after: int
+) -> None:
+    # The connection stays open and `receive` says nothing: only the stuck send tells.
+    feed = Feed()
+    ran: list[str] = []
+    client = Client(stuck_after=stuck_after)
+    response = EventSourceResponse(
+        feed.events(idle=idle),
+        ping=ping,
+        send_timeout=0.1,
+        background=BackgroundTask(ran.append, "task"),
+    )
+    started = anyio.current_time()
+    await serve(response, client)
+    assert anyio.current_time() - started < 1
+    assert len(client.chunks) == stuck_after
+    assert feed.closed.is_set() or feed.produced == 0
+    assert ran == []
+
+
+@pytest.mark.anyio
+async def test_send_timeout_spares_a_client_that_reads() -> None:
+    client = Client()
+    await serve(EventSourceResponse(three(), send_timeout=0.1), client)
+    assert len(client.chunks) == 3
+    assert client.messages[-1] == {"type": "http.response.body", "body": b""}

@@ -269,6 +269,7 @@ class Broadcast:
     async def publish(self, channel: str, message: str | bytes) -> str | None:
         """Send ``message`` to every subscriber of ``channel``; return its history id."""
         self._check_connected("publish")
+        _check_channel(channel)
         if not isinstance(message, (str, bytes)):
             raise TypeError(
                 f"publish() sends str or bytes, got {type(message).__name__}; "
@@ -290,6 +291,8 @@ class Broadcast:
         """
         if not channels:
             raise TypeError("subscribe() needs at least one channel")
+        for channel in channels:
+            _check_channel(channel)
         if last_id is not None:
             self._check_history("subscribe(last_id=...)")
             self._backend.check_id(last_id)
@@ -299,6 +302,7 @@ class Broadcast:
         """Return the events ``channel`` still keeps (after ``last_id``), oldest first."""
         self._check_connected("history")
         self._check_history("history()")
+        _check_channel(channel)
         if last_id is not None:
             self._backend.check_id(last_id)
         return await self._backend.history(channel, last_id)
@@ -366,6 +370,21 @@ class Broadcast:
                 f"{what} needs history, and {self!r} keeps none: "
                 "create it with Broadcast(url, history=N)"
             )
+
+
+def _check_channel(channel: str) -> None:
+    # NOTE: Redis names channels by their UTF-8 bytes, and hands back str: a bytes or int
+    # name, or one with a lone surrogate, would never match its subscribers there. Refused on
+    # every backend, so code that works on memory:// works on redis:// too.
+    if not isinstance(channel, str):
+        raise TypeError(f"a channel name is a str, got {type(channel).__name__}: {channel!r}")
+    if not channel.isascii():  # PERF: isascii() is O(1); most names stop here
+        try:
+            channel.encode()
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"a channel name must be encodable as UTF-8, got {channel!r}"
+            ) from None
 
 
 def _make_backend(url: str, deliver: Deliver, history: int) -> Backend:

@@ -199,6 +199,18 @@ class RedisBackend(Backend):
 
     async def _call(self, what: str, command: Callable[[], Awaitable[T]]) -> T:
         """Run ``command``, retrying connection faults within the budget."""
+        client = self._redis()
+        try:
+            return await self._retry(what, command)
+        finally:
+            if self._client is not client:
+                # NOTE: disconnect() closed the pool while this command ran or waited for a
+                # connection, and redis-py reopens a closed one on use: close it again, or
+                # it outlives the broadcast.
+                with anyio.CancelScope(shield=True):
+                    await client.connection_pool.disconnect(inuse_connections=False)
+
+    async def _retry(self, what: str, command: Callable[[], Awaitable[T]]) -> T:
         attempts = 0
         error: BaseException | None = None
         with anyio.move_on_after(_RETRY_DEADLINE):

@@ -445,8 +445,8 @@ class Router:
         if method == WEBSOCKET:
             await websocket_not_found(scope, receive, send)
             return
-        if found is not None:
-            allow = self._allow(path)
+        allow = None if found is None else self._allow(path)
+        if allow is not None:
             if method == "OPTIONS":
                 await send(
                     {
@@ -475,8 +475,12 @@ class Router:
                 return
         raise HTTPException(404)
 
-    def _allow(self, path: str) -> str:
+    def _allow(self, path: str) -> str | None:
+        """Return the `Allow` value for ``path``; None if only WebSocket routes serve it."""
         methods = self._tree.allowed_methods(path) - {WEBSOCKET, "*"}
+        if not methods:
+            # NOTE: HTTP has nothing at this path, so it is a 404, as in Starlette.
+            return None
         return ", ".join(sorted(methods | {"OPTIONS"}))
 
     def _slash_redirect(self, path: str, method: str, scope: Scope) -> str | None:

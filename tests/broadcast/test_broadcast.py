@@ -105,6 +105,47 @@ async def test_one_subscription_receives_several_channels(url: str) -> None:
     assert [(e.channel, e.message) for e in events] == [("a", "1"), ("b", "2"), ("a", "3")]
 
 
+ODD_CHANNELS = ["", " ", "a b", "room:*", "[x]?", "line\nbreak\r\n", "nul\x00", "ünï😀", "x" * 1000]
+
+
+async def test_odd_channel_names_are_plain_names(url: str) -> None:
+    # SUBSCRIBE, not PSUBSCRIBE: glob characters match themselves only.
+    async with Broadcast(url, history=5) as broadcast:
+        async with broadcast.subscribe(*ODD_CHANNELS, "room:1") as sub:
+            for channel in ODD_CHANNELS:
+                await broadcast.publish(channel, channel)
+            await broadcast.publish("room:1", "last")
+            events = await take(sub, len(ODD_CHANNELS) + 1)
+        assert [(e.channel, e.message) for e in events] == [
+            *[(channel, channel) for channel in ODD_CHANNELS],
+            ("room:1", "last"),
+        ]
+        assert [e.message for e in await broadcast.history("room:*")] == ["room:*"]
+
+
+@pytest.mark.parametrize(
+    ("channel", "error", "message"),
+    [
+        (b"c", TypeError, "a channel name is a str, got bytes"),
+        (7, TypeError, "a channel name is a str, got int"),
+        (None, TypeError, "a channel name is a str, got NoneType"),
+        ("\ud800", ValueError, "encodable as UTF-8"),
+    ],
+)
+async def test_a_channel_name_is_a_utf8_str(
+    url: str, channel: Any, error: type[Exception], message: str
+) -> None:
+    # On Redis such a name would never match its subscribers; refused on every backend.
+    async with Broadcast(url, history=5) as broadcast:
+        with pytest.raises(error, match=message):
+            await broadcast.publish(channel, "x")
+        with pytest.raises(error, match=message):
+            broadcast.subscribe("fine", channel)
+        with pytest.raises(error, match=message):
+            await broadcast.history(channel)
+        assert broadcast._subscribers == {}
+
+
 async def test_every_subscriber_receives_every_event(url: str) -> None:
     async with (
         Broadcast(url) as broadcast,

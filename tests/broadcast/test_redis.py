@@ -458,3 +458,32 @@ async def test_disconnect_ends_the_reader_whatever_it_is_doing(
 async def test_redis_backend_refuses_trio(redis_server: RedisServer) -> None:
     with pytest.raises(RuntimeError, match="asyncio only"):
         await Broadcast(redis_server.url).connect()
+
+
+async def test_disconnect_with_publishes_in_flight_leaves_no_connection(
+    redis_server: RedisServer, raw: Redis
+) -> None:
+    # More publishes than pool connections: some are on the wire, others wait for a
+    # connection, when disconnect() closes the pool. None may reopen a connection for good.
+    await raw.ping()
+    outcomes: list[str] = []
+
+    async def publish(broadcast: Broadcast, number: int) -> None:
+        try:
+            await broadcast.publish("c", str(number))
+        except BroadcastUnavailable:
+            outcomes.append("unavailable")
+        else:
+            outcomes.append("sent")
+
+    broadcast = Broadcast(redis_server.url)
+    await broadcast.connect()
+    async with anyio.create_task_group() as tg:
+        for number in range(3 * redis_backend._POOL_SIZE):
+            tg.start_soon(publish, broadcast, number)
+        await anyio.sleep(0)
+        await broadcast.disconnect()
+    assert len(outcomes) == 3 * redis_backend._POOL_SIZE
+    with anyio.fail_after(5):
+        while len(await raw.client_list()) > 1:  # this test's own client
+            await anyio.sleep(0.02)

@@ -21,6 +21,7 @@ from microasgi import (
     Router,
     RouteTemplateError,
     SetupError,
+    WebSocket,
 )
 from microasgi.routing import Host, Mount, Route, WebSocketRoute
 from microasgi.routing.router import route_path
@@ -86,6 +87,49 @@ def test_methods_and_automatic_head_and_options(client_factory: ClientFactory) -
         assert client.get("/b").headers["allow"] == "OPTIONS, PUT"
         assert client.get("/nowhere").status_code == 404
         assert client.get("/nowhere").json() == {"detail": "Not Found"}
+
+
+def test_http_to_a_websocket_only_path_is_not_found(client_factory: ClientFactory) -> None:
+    app = App()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.close()
+
+    @app.websocket("/both")
+    async def both_ws(websocket: WebSocket) -> None:
+        await websocket.close()
+
+    @app.get("/both")
+    async def both_get(request: Request) -> str:
+        return "get"
+
+    @app.get("/ws/")
+    async def slashed(request: Request) -> str:
+        return "slashed"
+
+    with client_factory(app) as client:
+        # NOTE: a path served by a WebSocket route alone has no HTTP method to allow, so
+        # HTTP gets what any unknown path gets: the slash redirect, else a 404.
+        for method in ("GET", "POST"):
+            response = client.request(method, "/ws", follow_redirects=False)
+            assert (response.status_code, response.headers["location"]) == (308, "/ws/")
+        with client.websocket_connect("/ws"):
+            pass
+        assert client.options("/both").headers["allow"] == "GET, HEAD, OPTIONS"
+        assert client.post("/both").status_code == 405
+    bare = App()
+
+    @bare.websocket("/ws")
+    async def bare_ws(websocket: WebSocket) -> None:
+        await websocket.close()
+
+    with client_factory(bare) as client:
+        for method in ("GET", "OPTIONS"):
+            response = client.request(method, "/ws")
+            assert (response.status_code, response.json()) == (404, {"detail": "Not Found"})
+            assert "allow" not in response.headers
 
 
 def test_explicit_head_and_options_handlers_win(client_factory: ClientFactory) -> None:
