@@ -12,6 +12,7 @@ import anyio
 import httpx
 import pytest
 
+from microasgi import App, Request
 from microasgi.exceptions import WebSocketDisconnect
 from microasgi.testing import (
     AsyncTestClient,
@@ -139,6 +140,29 @@ def test_root_path_is_prefixed_like_a_server(make_client: ClientFactory) -> None
     assert scope["root_path"] == "/api v1"
     assert scope["path"] == "/api v1/items/a b"
     assert scope["raw_path"] == b"/api%20v1/items/a%20b"
+
+
+def test_a_path_that_holds_the_root_path_is_kept(make_client: ClientFactory) -> None:
+    scopes: list[Scope] = []
+    client = make_client(recording_app(scopes), root_path="/api")
+    client.get("/api/items")
+    client.get("/api")
+    client.get("/apiary")
+    assert [(s["path"], s["raw_path"]) for s in scopes] == [
+        ("/api/items", b"/api/items"),
+        ("/api", b"/api"),
+        ("/api/apiary", b"/api/apiary"),
+    ]
+    app = App()
+
+    @app.get("/hello")
+    async def hello(request: Request) -> str:
+        return request.url.path
+
+    with make_client(app, root_path="/proxy") as proxied:
+        # NOTE: Starlette's client passes both forms; the route sees the same path.
+        assert proxied.get("/proxy/hello").text == "/proxy/hello"
+        assert proxied.get("/hello").text == "/proxy/hello"
 
 
 def test_cookies_and_follow_redirects(make_client: ClientFactory) -> None:
@@ -444,7 +468,7 @@ def test_lifespan_startup_failed(make_client: ClientFactory) -> None:
     assert info.value.message == "no database"
     assert isinstance(info.value.__cause__, ConnectionError)
     assert events == ["startup"]
-    assert client.is_closed
+    assert client.portal is None  # not running, and free to be entered again
 
 
 def test_lifespan_shutdown_failed(make_client: ClientFactory) -> None:
@@ -556,11 +580,12 @@ def test_lifespan_shutdown_runs_when_the_block_fails(make_client: ClientFactory)
     assert events == ["startup", "shutdown"]
 
 
-def test_bad_backend_closes_the_client() -> None:
+def test_bad_backend_leaves_the_client_stopped() -> None:
     client = TestClient(silent_app, backend="no-such-backend")
     with pytest.raises(LookupError), client:
         pass  # pragma: no cover
-    assert client.is_closed
+    assert client.portal is None
+    assert not client.is_closed
 
 
 # --- WebSockets ---------------------------------------------------------------------------
@@ -967,6 +992,7 @@ def test_websocket_session_misuse(make_client: ClientFactory) -> None:
     session = make_client(echo_app).websocket_connect("/")
     with pytest.raises(RuntimeError, match="context manager"):
         session.send_text("x")
+    session.__exit__(None, None, None)  # leaving before entering does nothing
     with session:
         pass
     with pytest.raises(RuntimeError, match="entered only once"), session:
@@ -988,6 +1014,134 @@ def test_websocket_inside_the_client_block_uses_its_loop(make_client: ClientFact
             assert ws.receive_text() == "a"
         assert client.portal is not None
         assert client.portal.call(threading.get_ident) == threads[0]
+
+
+# --- Streaming, timeouts and reuse -------------------------------------------------------
+
+
+async def endless_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Stream numbered lines until cancelled, as an event stream does."""
+    if scope["type"] == "lifespan":
+        raise RuntimeError("no lifespan here")
+    await send({"type": "http.response.start", "status": 200})
+    number = 0
+    while True:
+        await send({"type": "http.response.body", "body": b"%d\n" % number, "more_body": True})
+        number += 1
+
+
+def test_stream_reads_an_endless_response_as_it_comes(make_client: ClientFactory) -> None:
+    client = make_client(endless_app)
+    started = time.monotonic()
+    with client.stream("GET", "/") as response:
+        lines = response.iter_lines()
+        assert [next(lines) for _ in range(3)] == ["0", "1", "2"]
+    assert time.monotonic() - started < 5
+    with client, client.stream("GET", "/") as response:  # inside the block: the same loop
+        assert next(response.iter_bytes()) == b"0\n"
+
+
+def test_streamed_chunks_arrive_before_the_app_returns(make_client: ClientFactory) -> None:
+    events: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.body", "body": b"first", "more_body": True})
+        await send({"type": "http.response.body", "body": b"last"})
+        events.append("returned")
+
+    with make_client(app).stream("GET", "/") as response:
+        chunks = response.iter_raw()
+        assert next(chunks) == b"first"
+        assert events == []  # the app waits for the test to take the next chunk
+        assert list(chunks) == [b"last"]
+    assert events == ["returned"]
+
+
+def test_app_that_never_answers_times_out(make_client: ClientFactory) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await read_messages(receive)
+        await receive()  # waits for a disconnect that only follows a response
+
+    client = make_client(app, timeout=0.05)
+    with pytest.raises(httpx.ReadTimeout, match=r"did not start a response within 0\.05 s"):
+        client.get("/")
+
+
+def test_stalled_body_and_stuck_background_work_time_out(make_client: ClientFactory) -> None:
+    async def stalls(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.body", "body": b"a", "more_body": True})
+        await anyio.sleep_forever()
+
+    async def lingers(scope: Scope, receive: Receive, send: Send) -> None:
+        await respond(send, b"done")
+        await anyio.sleep_forever()
+
+    with pytest.raises(httpx.ReadTimeout, match="send more of the body"):
+        make_client(stalls).get("/", timeout=0.05)
+    with pytest.raises(httpx.ReadTimeout, match="background task"):
+        make_client(lingers, timeout=0.05).get("/")
+
+
+def test_client_can_be_entered_again(make_client: ClientFactory) -> None:
+    events: list[str] = []
+    client = make_client(lifespan_app(events))
+    with client:
+        assert client.get("/").status_code == 200
+    assert client.get("/").status_code == 200  # still usable after the block
+    with client:
+        with pytest.raises(RuntimeError, match="does not nest"), client:
+            pass  # pragma: no cover
+    assert [e for e in events if not e.startswith("request")] == ["startup", "shutdown"] * 2
+    client.__exit__()  # leaving a client that is not running does nothing
+    client.close()
+    assert client.is_closed
+
+
+def test_websocket_handshake_and_receive_time_out(make_client: ClientFactory) -> None:
+    async def never_accepts(scope: Scope, receive: Receive, send: Send) -> None:
+        await anyio.sleep_forever()
+
+    async def silent(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        while (await receive())["type"] != "websocket.disconnect":
+            pass  # pragma: no cover
+
+    session = make_client(never_accepts, timeout=0.05).websocket_connect("/")
+    raises_on_block(session, TimeoutError, match=r"accept or refuse the WebSocket within 0\.05 s")
+    with make_client(silent, timeout=0.05).websocket_connect("/") as ws:
+        with pytest.raises(TimeoutError, match="send a message"):
+            ws.receive_text()
+
+
+def test_websocket_denial_that_stalls_times_out(make_client: ClientFactory) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.http.response.start", "status": 403, "headers": []})
+        await anyio.sleep_forever()
+
+    session = make_client(app, timeout=0.05).websocket_connect("/")
+    raises_on_block(session, TimeoutError, match="finish its denial response")
+
+
+def test_websocket_app_that_ignores_the_disconnect_is_cancelled(
+    make_client: ClientFactory,
+) -> None:
+    cancelled: list[bool] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        try:
+            await anyio.sleep_forever()  # e.g. waits on a pub/sub feed, never on receive
+        finally:
+            cancelled.append(True)
+
+    with make_client(app, timeout=0.05).websocket_connect("/"):
+        pass
+    assert cancelled == [True]
 
 
 # --- AsyncTestClient ----------------------------------------------------------------------
@@ -1056,7 +1210,7 @@ async def test_async_client_lifespan_failure() -> None:
     with pytest.raises(LifespanFailed, match="no database"):
         async with client:
             pytest.fail("the block must not run")  # pragma: no cover
-    assert client.is_closed
+    assert not client.is_closed
 
 
 @pytest.mark.anyio
@@ -1136,3 +1290,22 @@ async def test_async_websocket_session_misuse() -> None:
     session = AsyncTestClient(echo_app).websocket_connect("/")
     with pytest.raises(RuntimeError, match="context manager"):
         await session.receive()
+
+
+@pytest.mark.anyio
+async def test_async_client_streams_and_can_be_entered_again() -> None:
+    client = AsyncTestClient(endless_app)
+    async with client.stream("GET", "/") as response:
+        lines = response.aiter_lines()
+        assert [await lines.__anext__() for _ in range(2)] == ["0", "1"]
+    async with client:
+        with pytest.raises(RuntimeError, match="does not nest"):
+            async with client:
+                pass  # pragma: no cover
+    await client.__aexit__()  # leaving a client that is not running does nothing
+
+    async def hangs(scope: Scope, receive: Receive, send: Send) -> None:
+        await anyio.sleep_forever()
+
+    with pytest.raises(httpx.ReadTimeout, match="start a response"):
+        await AsyncTestClient(hangs, timeout=0.05).get("/")

@@ -69,10 +69,13 @@ class TestClient(httpx.Client):
     runs the lifespan protocol and keeps one event loop for the whole block; without
     ``with``, each request gets its own. ``raise_server_exceptions`` re-raises the app's
     exceptions in the test instead of answering 500. ``root_path`` is the prefix a proxy
-    stripped: it is put in front of each request path, as ``uvicorn --root-path`` does.
+    stripped: it is put in front of a request path that lacks it, as ``uvicorn --root-path``
+    does.
     ``client`` is the ``(host, port)`` the app sees as its peer. ``base_url``, ``cookies``,
-    ``headers`` and ``follow_redirects`` are those of ``httpx.Client``; the user agent is
-    ``testclient``.
+    ``headers``, ``follow_redirects`` and ``timeout`` are those of ``httpx.Client``; the user
+    agent is ``testclient``. The read timeout bounds every wait for the app (a response, its
+    next chunk, a WebSocket message, the app's end after a disconnect), so an app that never
+    answers fails the test instead of hanging it; ``timeout=None`` waits forever.
     """
 
     __test__ = False  # NOTE: not a pytest test class despite the name
@@ -89,6 +92,7 @@ class TestClient(httpx.Client):
         headers: HeaderInput | None = None,
         follow_redirects: bool = True,
         client: tuple[str, int] | None = ("testclient", 50000),
+        timeout: httpx.Timeout | float | None = 5.0,
     ) -> None:
         self.app = app
         self._target = Target(
@@ -101,6 +105,7 @@ class TestClient(httpx.Client):
             headers=_default_headers(headers),
             cookies=cookies,
             follow_redirects=follow_redirects,
+            timeout=timeout,
             transport=Transport(self._target, self._portals),
         )
 
@@ -110,19 +115,18 @@ class TestClient(httpx.Client):
         return self._portals.portal
 
     def __enter__(self: _ClientT) -> _ClientT:
-        super().__enter__()
-        try:
-            with contextlib.ExitStack() as stack:
-                portal = stack.enter_context(
-                    anyio.from_thread.start_blocking_portal(
-                        self._portals.backend, self._portals.backend_options
-                    )
+        # NOTE: httpx's own __enter__/__exit__ are not called: they would close the client
+        # for good, while a test client is entered once per test, as in Starlette.
+        if self._exit_stack is not None:
+            raise RuntimeError("The client is already running: `with client:` does not nest.")
+        with contextlib.ExitStack() as stack:
+            portal = stack.enter_context(
+                anyio.from_thread.start_blocking_portal(
+                    self._portals.backend, self._portals.backend_options
                 )
-                stack.enter_context(portal.wrap_async_context_manager(Lifespan(self._target)))
-                self._exit_stack = stack.pop_all()
-        except BaseException:
-            super().__exit__(None, None, None)
-            raise
+            )
+            stack.enter_context(portal.wrap_async_context_manager(Lifespan(self._target)))
+            self._exit_stack = stack.pop_all()
         self._portals.portal = portal
         return self
 
@@ -133,11 +137,8 @@ class TestClient(httpx.Client):
         tb: TracebackType | None = None,
     ) -> None:
         stack, self._exit_stack, self._portals.portal = self._exit_stack, None, None
-        try:
-            if stack is not None:
-                stack.__exit__(exc_type, exc, tb)
-        finally:
-            super().__exit__(exc_type, exc, tb)
+        if stack is not None:
+            stack.__exit__(exc_type, exc, tb)
 
     def websocket_connect(
         self,
@@ -147,7 +148,8 @@ class TestClient(httpx.Client):
     ) -> WebSocketTestSession:
         """Open a WebSocket to the app; use the session with ``with``."""
         request = _handshake_request(self, url, subprotocols, headers)
-        session = AsyncWebSocketTestSession(self._target, websocket_scope(self._target, request))
+        scope = websocket_scope(self._target, request)
+        session = AsyncWebSocketTestSession(self._target, scope, self.timeout.read)
         return WebSocketTestSession(session, self._portals)
 
 
@@ -171,6 +173,7 @@ class AsyncTestClient(httpx.AsyncClient):
         headers: HeaderInput | None = None,
         follow_redirects: bool = True,
         client: tuple[str, int] | None = ("testclient", 50000),
+        timeout: httpx.Timeout | float | None = 5.0,
     ) -> None:
         self.app = app
         self._target = Target(
@@ -182,17 +185,17 @@ class AsyncTestClient(httpx.AsyncClient):
             headers=_default_headers(headers),
             cookies=cookies,
             follow_redirects=follow_redirects,
+            timeout=timeout,
             transport=AsyncTransport(self._target),
         )
 
     async def __aenter__(self: _AsyncClientT) -> _AsyncClientT:
-        await super().__aenter__()
+        # NOTE: as in TestClient, httpx's own enter/exit are skipped so the client can be
+        # entered again.
+        if self._lifespan is not None:
+            raise RuntimeError("The client is already running: `async with client:` does not nest.")
         lifespan = Lifespan(self._target)
-        try:
-            await lifespan.__aenter__()
-        except BaseException:
-            await super().__aexit__(None, None, None)
-            raise
+        await lifespan.__aenter__()
         self._lifespan = lifespan
         return self
 
@@ -203,11 +206,8 @@ class AsyncTestClient(httpx.AsyncClient):
         tb: TracebackType | None = None,
     ) -> None:
         lifespan, self._lifespan = self._lifespan, None
-        try:
-            if lifespan is not None:
-                await lifespan.__aexit__(exc_type, exc, tb)
-        finally:
-            await super().__aexit__(exc_type, exc, tb)
+        if lifespan is not None:
+            await lifespan.__aexit__(exc_type, exc, tb)
 
     def websocket_connect(
         self,
@@ -217,4 +217,5 @@ class AsyncTestClient(httpx.AsyncClient):
     ) -> AsyncWebSocketTestSession:
         """Open a WebSocket to the app; use the session with ``async with``."""
         request = _handshake_request(self, url, subprotocols, headers)
-        return AsyncWebSocketTestSession(self._target, websocket_scope(self._target, request))
+        scope = websocket_scope(self._target, request)
+        return AsyncWebSocketTestSession(self._target, scope, self.timeout.read)

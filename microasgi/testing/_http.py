@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from typing import TypeVar
 
 import anyio
 import httpx
+from anyio.from_thread import BlockingPortal
 
 from microasgi.testing._server import PortalFactory, Target, http_scope, raw_headers
 from microasgi.types import Message, RawHeaders
@@ -13,6 +16,8 @@ from microasgi.types import Message, RawHeaders
 # NOTE: the most handed to the app per "http.request" message, so that large bodies arrive
 # in several messages, as they do from a socket.
 CHUNK_SIZE = 64 * 1024
+
+_T = TypeVar("_T")
 
 
 class _RequestBody:
@@ -62,12 +67,15 @@ class _Exchange:
     def __init__(self, request: httpx.Request) -> None:
         self.body = _RequestBody(request.stream)
         self._request_complete = False
-        self._response_complete = anyio.Event()
+        self.started = anyio.Event()
+        self.response_complete = anyio.Event()
+        # NOTE: unbuffered, so a streamed response reaches the test chunk by chunk and an
+        # app that sends forever waits for the test to read instead of filling memory.
+        self.to_client, self.from_app = anyio.create_memory_object_stream[bytes](0)
         # NOTE: servers send no body for HEAD whatever the app sends.
         self._keep_body = request.method != "HEAD"
         self.status: int | None = None
         self.headers: RawHeaders = []
-        self.chunks: list[bytes] = []
 
     async def receive(self) -> Message:
         if not self._request_complete:
@@ -75,7 +83,7 @@ class _Exchange:
             self._request_complete = not more
             return {"type": "http.request", "body": body, "more_body": more}
         # NOTE: a server reports the disconnect only once the response is over.
-        await self._response_complete.wait()
+        await self.response_complete.wait()
         return {"type": "http.disconnect"}
 
     async def send(self, message: Message) -> None:
@@ -93,59 +101,161 @@ class _Exchange:
                 )
             self.headers = raw_headers(message.get("headers", ()), kind)
             self.status = status
+            self.started.set()
         elif kind == "http.response.body":
             if self.status is None:
                 raise RuntimeError(
                     'Expected ASGI message "http.response.start", but got "http.response.body".'
                 )
-            if self._response_complete.is_set():
+            if self.response_complete.is_set():
                 raise RuntimeError(
                     'Unexpected ASGI message "http.response.body": the response is complete '
                     "(the previous body message had more_body=False)."
                 )
-            if self._keep_body:
-                self.chunks.append(bytes(message.get("body", b"")))
+            body = bytes(message.get("body", b""))
+            if self._keep_body and body:
+                await self.to_client.send(body)
             if not message.get("more_body", False):
-                self._response_complete.set()
+                self.response_complete.set()
         else:
             raise RuntimeError(
                 f"Unexpected ASGI message {kind!r}: an HTTP app sends "
                 '"http.response.start" and then "http.response.body".'
             )
 
-    def response(self, raise_errors: bool) -> httpx.Response:
-        if self.status is None:
-            if raise_errors:
-                raise RuntimeError('The ASGI app returned without sending "http.response.start".')
-            body = b"Internal Server Error"
-            headers = [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(body)).encode("ascii")),
-            ]
-            return httpx.Response(500, headers=headers, stream=httpx.ByteStream(body))
-        if raise_errors and not self._response_complete.is_set():
+
+class _Call:
+    """One request in flight: the app runs as a task while the test reads the response.
+
+    Every wait for the app is bounded by the request's httpx read timeout, so an app that
+    never answers fails the test with ``httpx.ReadTimeout`` instead of hanging it.
+    """
+
+    def __init__(self, target: Target, request: httpx.Request) -> None:
+        self._target = target
+        self._request = request
+        self._exchange = _Exchange(request)
+        timeout: dict[str, float | None] = request.extensions.get("timeout", {})
+        self._timeout = timeout.get("read")
+        self._cancel_scope = anyio.CancelScope()
+        self._done = anyio.Event()
+        self._error: Exception | None = None
+
+    async def run(self) -> None:
+        """Call the app; its exception is kept for the test rather than raised in the loop."""
+        try:
+            with self._cancel_scope:
+                await self._target.app(
+                    http_scope(self._target, self._request),
+                    self._exchange.receive,
+                    self._exchange.send,
+                )
+        except Exception as exc:
+            self._error = exc
+        finally:
+            self._exchange.to_client.close()
+            self._exchange.started.set()
+            await self._exchange.body.aclose()
+            self._done.set()
+
+    async def started(self) -> bool:
+        """Wait until the response starts (True) or the app ends without one (False)."""
+        await self._wait(self._exchange.started.wait, "start a response")
+        if self._exchange.status is not None:
+            return True
+        await self._done.wait()
+        return False
+
+    async def next_chunk(self) -> bytes | None:
+        """Return the next chunk of the body, or None once the app has returned."""
+        try:
+            return await self._wait(self._exchange.from_app.receive, "send more of the body")
+        except anyio.EndOfStream:
+            await self._done.wait()
+            return None
+
+    async def close(self) -> None:
+        """Stop an app the test no longer listens to and wait for it to end."""
+        # NOTE: as Starlette's client does, an unfinished response is cancelled, not drained.
+        self._cancel_scope.cancel()
+        await self._done.wait()
+        self._exchange.from_app.close()
+
+    async def _wait(self, receive: Callable[[], Awaitable[_T]], what: str) -> _T:
+        with anyio.move_on_after(self._timeout):
+            return await receive()
+        await self.close()
+        if self._exchange.response_complete.is_set():
+            what = "return after completing the response (is a background task stuck?)"
+        raise httpx.ReadTimeout(
+            f"The app did not {what} within {self._timeout} s, the client's read timeout "
+            "(pass timeout= to the client or the request to change it).",
+            request=self._request,
+        )
+
+    def _raise_error(self) -> None:
+        if self._error is not None and self._target.raise_server_exceptions:
+            raise self._error
+
+    def failed_response(self) -> httpx.Response:
+        """Answer for an app that returned without starting a response."""
+        self._raise_error()
+        if self._target.raise_server_exceptions:
+            raise RuntimeError('The ASGI app returned without sending "http.response.start".')
+        body = b"Internal Server Error"
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode("ascii")),
+        ]
+        return httpx.Response(500, headers=headers, stream=httpx.ByteStream(body))
+
+    def check_complete(self) -> None:
+        """Raise the app's error, or complain about a response it left unfinished."""
+        self._raise_error()
+        # NOTE: once the app raised (and that was not re-raised), an unfinished response is
+        # what a server would have sent: the part that arrived.
+        if self._target.raise_server_exceptions and not self._exchange.response_complete.is_set():
             raise RuntimeError(
                 "The ASGI app returned without completing the response: "
                 'its last "http.response.body" had more_body=True.'
             )
-        stream = httpx.ByteStream(b"".join(self.chunks))
-        return httpx.Response(self.status, headers=self.headers, stream=stream)
+
+    def response(self, stream: httpx.SyncByteStream | httpx.AsyncByteStream) -> httpx.Response:
+        assert self._exchange.status is not None
+        return httpx.Response(self._exchange.status, headers=self._exchange.headers, stream=stream)
 
 
-async def _call_http(target: Target, request: httpx.Request) -> httpx.Response:
-    exchange = _Exchange(request)
-    failed = False
-    try:
-        await target.app(http_scope(target, request), exchange.receive, exchange.send)
-    except Exception:
-        if target.raise_server_exceptions:
-            raise
-        failed = True
-    finally:
-        await exchange.body.aclose()
-    # NOTE: once the app raised (and that was not re-raised), a missing or unfinished
-    # response is answered as a server would: 500, or what was sent so far.
-    return exchange.response(target.raise_server_exceptions and not failed)
+class _ResponseStream(httpx.SyncByteStream):
+    """The body as the app sends it; closing it early cancels the app."""
+
+    def __init__(self, call: _Call, portal: BlockingPortal, stack: contextlib.ExitStack) -> None:
+        self._call = call
+        self._portal = portal
+        self._stack = stack
+
+    def __iter__(self) -> Iterator[bytes]:
+        while (chunk := self._portal.call(self._call.next_chunk)) is not None:
+            yield chunk
+        self._call.check_complete()
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+class _AsyncResponseStream(httpx.AsyncByteStream):
+    """The body as the app sends it; closing it early cancels the app."""
+
+    def __init__(self, call: _Call, stack: contextlib.AsyncExitStack) -> None:
+        self._call = call
+        self._stack = stack
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while (chunk := await self._call.next_chunk()) is not None:
+            yield chunk
+        self._call.check_complete()
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
 
 
 class Transport(httpx.BaseTransport):
@@ -154,8 +264,16 @@ class Transport(httpx.BaseTransport):
         self._portal_factory = portal_factory
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        with self._portal_factory() as portal:
-            return portal.call(_call_http, self._target, request)
+        with contextlib.ExitStack() as stack:
+            # NOTE: outside `with client:` the portal (and its thread) lives as long as the
+            # response stream, which closes it.
+            portal = stack.enter_context(self._portal_factory())
+            call = portal.call(_Call, self._target, request)
+            stack.callback(portal.call, call.close)
+            portal.start_task_soon(call.run)
+            if portal.call(call.started):
+                return call.response(_ResponseStream(call, portal, stack.pop_all()))
+        return call.failed_response()
 
 
 class AsyncTransport(httpx.AsyncBaseTransport):
@@ -163,4 +281,20 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         self._target = target
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await _call_http(self._target, request)
+        async with contextlib.AsyncExitStack() as stack:
+            # NOTE: the app's task group stays open until the response stream is closed, in
+            # the task that sent the request, as httpx does for `send` and `stream`.
+            task_group = await stack.enter_async_context(anyio.create_task_group())
+            call = _Call(self._target, request)
+            stack.push_async_callback(call.close)
+            task_group.start_soon(call.run)
+            timed_out: httpx.ReadTimeout | None = None
+            try:
+                if await call.started():
+                    return call.response(_AsyncResponseStream(call, stack.pop_all()))
+            except httpx.ReadTimeout as exc:
+                timed_out = exc
+        # NOTE: raised outside the task group, which would wrap them in an exception group.
+        if timed_out is not None:
+            raise timed_out
+        return call.failed_response()

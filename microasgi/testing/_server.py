@@ -49,14 +49,20 @@ def _scope(target: Target, request: httpx.Request, scheme: str) -> Scope:
     url = request.url
     raw_path = url.raw_path.split(b"?", 1)[0]
     root = target.root_path
+    path = unquote(raw_path.decode("ascii"))
     # NOTE: like `uvicorn --root-path`, the prefix a proxy stripped is put back in front of
-    # the path, so `path` is the full path and `root_path` says which part is the mount.
+    # the path, so `path` is the full path and `root_path` says which part is the mount. A
+    # path that already starts with the prefix is kept as it is, as Starlette's client does.
+    prefix = root.rstrip("/")
+    if prefix and path != prefix and not path.startswith(prefix + "/"):
+        path = root + path
+        raw_path = quote(root).encode("ascii") + raw_path
     return {
         "asgi": {"version": "3.0", "spec_version": "2.4"},
         "http_version": "1.1",
         "scheme": scheme,
-        "path": root + unquote(raw_path.decode("ascii")),
-        "raw_path": quote(root).encode("ascii") + raw_path,
+        "path": path,
+        "raw_path": raw_path,
         "query_string": url.query,
         "root_path": root,
         "headers": [(name.lower(), value) for name, value in request.headers.raw],

@@ -20,6 +20,7 @@ JSONMode = Literal["text", "binary"]
 
 # NOTE: bounded so that a side that never reads applies backpressure instead of growing memory.
 _WS_BUFFER = 64
+_EXIT_GRACE = 1.0  # seconds an app gets to return after the client leaves
 _ABNORMAL_CLOSURE = 1006
 _INTERNAL_ERROR = 1011
 
@@ -62,9 +63,14 @@ _WS_EXPECTED = {
 class _Connection:
     """One in-process WebSocket: the app's task and two bounded streams to the test."""
 
-    def __init__(self, target: Target, scope: Scope) -> None:
+    def __init__(self, target: Target, scope: Scope, timeout: float | None) -> None:
         self.target = target
         self.scope = scope
+        # NOTE: the client's read timeout bounds every wait for the app, so a test whose app
+        # never answers fails with TimeoutError instead of hanging.
+        self.timeout = timeout
+        self.done = anyio.Event()
+        self.app_scope = anyio.CancelScope()
         self.to_app, self.app_inbox = anyio.create_memory_object_stream[Message](_WS_BUFFER)
         self.to_client, self.client_inbox = anyio.create_memory_object_stream[Message](_WS_BUFFER)
         self.to_app.send_nowait({"type": "websocket.connect"})
@@ -82,6 +88,10 @@ class _Connection:
         self.task_group.start_soon(self._run)
         try:
             return await self._handshake()
+        except TimeoutError:
+            self.app_scope.cancel()  # NOTE: a stuck app gets no grace to end on its own
+            await self.finish(_ABNORMAL_CLOSURE, "")
+            raise
         except BaseException:
             error = await self.finish(_ABNORMAL_CLOSURE, "")
             if error is not None:
@@ -94,6 +104,14 @@ class _Connection:
         self._end(code, reason)
         # NOTE: closing our inbox wakes an app blocked on a full buffer (its send fails).
         self.client_inbox.close()
+        # NOTE: an app that waits on something else than `receive` (a pub/sub feed) would
+        # never see the disconnect: after a grace period it is cancelled, as Starlette's client
+        # cancels it (at once), and its `finally:` blocks run.
+        grace = min(_EXIT_GRACE, self.timeout or _EXIT_GRACE)
+        with anyio.move_on_after(grace) as waiting:
+            await self.done.wait()
+        if waiting.cancelled_caught:
+            self.app_scope.cancel()
         try:
             await self.task_group.__aexit__(None, None, None)
         finally:
@@ -118,12 +136,21 @@ class _Connection:
 
     async def receive(self) -> Message:
         try:
-            return await self.client_inbox.receive()
+            return await self._next("send a message")
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             pass
         self._raise_error()
         code, reason = self.ended or (1000, "")
         raise WebSocketDisconnect(code, reason)
+
+    async def _next(self, what: str) -> Message:
+        """The app's next message, waiting at most the client's read timeout."""
+        with anyio.move_on_after(self.timeout):
+            return await self.client_inbox.receive()
+        raise TimeoutError(
+            f"The ASGI app did not {what} within {self.timeout} s, the client's read timeout "
+            "(pass timeout= to the client to change it)."
+        )
 
     def _raise_error(self) -> None:
         error = self.error
@@ -138,7 +165,7 @@ class _Connection:
 
     async def _handshake(self) -> tuple[str | None, list[tuple[bytes, bytes]]]:
         try:
-            message = await self.client_inbox.receive()
+            message = await self._next("accept or refuse the WebSocket")
         except anyio.EndOfStream:
             self._raise_error()
             if self.target.raise_server_exceptions:
@@ -160,7 +187,7 @@ class _Connection:
         more = True
         while more:
             try:
-                message = await self.client_inbox.receive()
+                message = await self._next("finish its denial response")
             except anyio.EndOfStream:
                 self._raise_error()
                 if self.target.raise_server_exceptions:
@@ -176,7 +203,8 @@ class _Connection:
 
     async def _run(self) -> None:
         try:
-            await self.target.app(self.scope, self._app_receive, self._app_send)
+            with self.app_scope:
+                await self.target.app(self.scope, self._app_receive, self._app_send)
         except _ClientDisconnected:
             pass  # NOTE: the app met the client's goodbye on send; a server only logs this
         except Exception as exc:
@@ -185,6 +213,7 @@ class _Connection:
             self._end(_INTERNAL_ERROR if self.error else 1000, "")
             self.to_client.close()
             self.app_inbox.close()
+            self.done.set()
 
     async def _app_receive(self) -> Message:
         try:
@@ -262,9 +291,10 @@ class AsyncWebSocketTestSession:
     client closed, an app's ``send`` raises an ``OSError`` subclass, as the ASGI spec asks.
     """
 
-    def __init__(self, target: Target, scope: Scope) -> None:
+    def __init__(self, target: Target, scope: Scope, timeout: float | None = 5.0) -> None:
         self._target = target
         self.scope = scope
+        self._timeout = timeout
         self.accepted_subprotocol: str | None = None
         self.extra_headers: list[tuple[bytes, bytes]] = []
         self._connection: _Connection | None = None
@@ -272,7 +302,7 @@ class AsyncWebSocketTestSession:
     async def __aenter__(self) -> AsyncWebSocketTestSession:
         if self._connection is not None:
             raise RuntimeError("A WebSocket session can be entered only once.")
-        self._connection = _Connection(self._target, self.scope)
+        self._connection = _Connection(self._target, self.scope, self._timeout)
         self.accepted_subprotocol, self.extra_headers = await self._connection.open()
         return self
 
