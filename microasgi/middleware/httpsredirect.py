@@ -33,6 +33,10 @@ class HTTPSRedirectMiddleware:
     ) -> None:
         self.app = app
         self.hsts: tuple[bytes, bytes] | None = None
+        if hsts_max_age is None and (hsts_include_subdomains or hsts_preload):
+            raise ValueError("hsts_include_subdomains and hsts_preload need hsts_max_age too")
+        if hsts_max_age is not None and not hsts_max_age >= 0:
+            raise ValueError(f"hsts_max_age must be 0 or more seconds, not {hsts_max_age!r}")
         if hsts_max_age is not None:
             value = f"max-age={int(hsts_max_age)}"
             if hsts_include_subdomains:

@@ -16,6 +16,9 @@ _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 # SECURITY: what a forwarded host may be before it becomes the Host header: a DNS name or
 # a bracketed IPv6 literal, and a port; nothing that could carry a path or a userinfo.
 _HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?", re.ASCII)
+# SECURITY: what a forwarded client may be besides an IP address: RFC 7239's "unknown" and
+# obfuscated identifiers; anything else is ignored, since request.client reaches log lines.
+_NODE_NAME = re.compile(r"unknown|_[A-Za-z0-9._-]+", re.ASCII | re.IGNORECASE)
 _SCHEMES = frozenset({"http", "https", "ws", "wss"})
 _WEBSOCKET_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 _HTTP_SCHEMES = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
@@ -109,7 +112,7 @@ class ProxyHeadersMiddleware:
         address = hop.get("for")
         if address is not None:
             host, port = _split_host_port(address)
-            if host:
+            if _address(host) is not None or _NODE_NAME.fullmatch(host):
                 scope["client"] = (host, port)
         proto = hop.get("proto", "").lower()
         if proto in _SCHEMES:
@@ -156,7 +159,11 @@ def _split_host_port(value: str) -> tuple[str, int]:
         host, _, port = value.partition(":")
     else:
         host, port = value, ""
-    return host, int(port) if port.isdigit() and len(port) <= 5 else 0
+    # NOTE: ASCII digits only: isdigit() takes "²", which int() refuses, and isdecimal()
+    # takes "٣", which int() reads as 3.
+    if port.isascii() and port.isdecimal() and len(port) <= 5 and int(port) <= 65535:
+        return host, int(port)
+    return host, 0
 
 
 def _parse_forwarded(header: str) -> list[dict[str, str]]:

@@ -114,6 +114,12 @@ class SessionMiddleware:
         for name, value in (("path", path), ("domain", domain or "")):
             if _UNSAFE_ATTRIBUTE(value):
                 raise ValueError(f"Invalid cookie {name} {value!r}: no ';', space or control")
+        if max_age is not None and not max_age > 0:
+            # NOTE: 0 or less would delete every session cookie as it is set.
+            raise ValueError(
+                f"max_age must be a positive number of seconds or None, not {max_age!r}"
+            )
+        _check_prefix(session_cookie, path, domain, https_only)
         self.session_cookie = session_cookie
         self.max_age = max_age
         # PERF: the attributes never change, so the tail of Set-Cookie is built once.
@@ -186,6 +192,19 @@ class SessionMiddleware:
                 _COOKIE_LIMIT,
             )
         return header
+
+
+def _check_prefix(name: str, path: str, domain: str | None, secure: bool) -> None:
+    """Refuse a cookie name prefix whose rules browsers would silently enforce."""
+    lowered = name.lower()
+    # NOTE: browsers drop a __Secure- cookie without Secure, and a __Host- one without
+    # Secure, with a Domain or with a Path other than "/" (RFC 6265bis §4.1.3).
+    if lowered.startswith(("__secure-", "__host-")) and not secure:
+        raise ValueError(f"The session cookie {name!r} needs https_only=True (its prefix says so)")
+    if lowered.startswith("__host-") and (domain or path != "/"):
+        raise ValueError(
+            f"The session cookie {name!r} needs path='/' and no domain (its prefix says so)"
+        )
 
 
 def _attributes(

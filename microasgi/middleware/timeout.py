@@ -6,6 +6,7 @@ import logging
 import math
 
 import anyio
+import anyio.lowlevel
 
 from microasgi._utils import escape_for_log
 from microasgi.responses import JSONResponse
@@ -47,6 +48,12 @@ class TimeoutMiddleware:
             async def send_watched(message: Message) -> None:
                 nonlocal started
                 if message["type"] == "http.response.start":
+                    # NOTE: a handler that overran where it could not be cancelled (a
+                    # worker thread, code that never awaits) is stopped here, before its
+                    # status goes out: a 504, not a 200 cut at its first chunk.
+                    if anyio.current_time() >= deadline.deadline:
+                        deadline.cancel()
+                        await anyio.lowlevel.checkpoint()
                     started = True
                 elif not message.get("more_body", False):
                     # NOTE: the response is complete: what follows (background tasks) is

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from microasgi.datastructures import URL
 from microasgi.responses import JSONResponse, RedirectResponse, Response
 from microasgi.types import ASGIApp, Receive, Scope, Send
 from microasgi.websockets import WebSocket
@@ -81,12 +82,9 @@ class TrustedHostMiddleware:
 
     @staticmethod
     def _www_redirect(scope: Scope, header: str) -> Response:
-        scheme = scope.get("scheme", "http")
-        if scope["type"] == "websocket":
-            scheme = {"http": "ws", "https": "wss"}.get(scheme, scheme)
-        path = scope.get("root_path", "") + scope["path"]
-        query = scope.get("query_string", b"").decode("latin-1")
-        url = f"{scheme}://www.{header}{path}" + (f"?{query}" if query else "")
+        # NOTE: built from the scope's URL, so the path stays as sent (raw_path, with
+        # root_path already in it) and ws stays ws.
+        url = URL(scope=scope).replace(netloc=f"www.{header}")
         return RedirectResponse(url, status_code=307)
 
 

@@ -93,3 +93,16 @@ def test_websockets_are_redirected_to_wss(client_factory: ClientFactory) -> None
         assert denied.value.headers["location"] == "wss://testserver/ws?room=1"
         with client.websocket_connect("wss://testserver/ws") as session:
             assert session.receive_text() == "wss"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"hsts_max_age": -1},
+        {"hsts_include_subdomains": True},
+        {"hsts_preload": True},
+    ],
+)
+def test_bad_hsts_options_are_refused(options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="hsts_max_age"):
+        HTTPSRedirectMiddleware(PlainTextResponse("x"), **options)

@@ -176,3 +176,35 @@ def test_a_long_chain_is_cut(client_factory: ClientFactory) -> None:
 def test_invalid_trusted_hosts(host: str) -> None:
     with pytest.raises(ValueError, match="IP addresses or networks"):
         ProxyHeadersMiddleware(PlainTextResponse("x"), trusted_hosts=[host])
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("x-forwarded-for", "203.0.113.7:\xb2"),
+        ("x-forwarded-for", "203.0.113.7:99999"),
+        ("forwarded", 'for="[2001:db8::1]:\xb9"'),
+    ],
+)
+def test_a_port_that_is_not_a_port(client_factory: ClientFactory, name: str, value: str) -> None:
+    # NOTE: "²" is a digit to str.isdigit() but not to int().
+    with client_factory(make_app(), client=PROXY) as client:
+        response = client.get("/", headers={name: value.encode("latin-1")})
+        assert response.json()["client"][1] == 0
+
+
+@pytest.mark.parametrize(
+    "address", ["evil\x1b[31m", "<script>", "a b", "1.2.3.4.5", "example.com", "_", "_\x1b"]
+)
+def test_a_forwarded_for_that_is_not_an_address(
+    client_factory: ClientFactory, address: str
+) -> None:
+    # SECURITY: request.client reaches log lines (the server's access log too): only an
+    # IP address, or RFC 7239's "unknown" and "_obfuscated" names, replace the peer's.
+    with client_factory(make_app(), client=PROXY) as client:
+        assert seen(client, **{"x-forwarded-for": address})["client"] == list(PROXY)
+        assert seen(client, forwarded=f'for="{address}"')["client"] == list(PROXY)
+        headers = {"x-forwarded-for": address, "x-forwarded-proto": "https"}
+        assert seen(client, **headers)["url"] == "https://testserver/"
+    with client_factory(make_app(), client=PROXY) as client:
+        assert seen(client, forwarded="for=_hidden-1.x")["client"] == ["_hidden-1.x", 0]

@@ -256,6 +256,12 @@ def test_a_session_too_large_for_a_cookie_is_logged(
         ({"same_site": "none"}, "https_only=True"),
         ({"path": "/; Domain=evil.com"}, "path"),
         ({"domain": "a b"}, "domain"),
+        ({"max_age": 0}, "max_age"),
+        ({"max_age": -60}, "max_age"),
+        ({"session_cookie": "__Secure-s"}, "https_only=True"),
+        ({"session_cookie": "__Host-s"}, "https_only=True"),
+        ({"session_cookie": "__Host-s", "https_only": True, "path": "/app"}, "path='/'"),
+        ({"session_cookie": "__host-s", "https_only": True, "domain": "a.example"}, "domain"),
     ],
 )
 def test_bad_options_are_refused(options: dict[str, Any], message: str) -> None:
@@ -269,3 +275,14 @@ def test_base64_helpers() -> None:
     with pytest.raises(ValueError, match="malformed"):
         b64decode("a")
     assert signing_keys(b"bytes key", b"p") == signing_keys("bytes key", b"p")
+
+
+def test_cookie_prefixes_with_the_attributes_they_need(client_factory: ClientFactory) -> None:
+    # NOTE: browsers drop a __Host- cookie without Secure and Path=/ or with a Domain, and
+    # a __Secure- one without Secure: such options are refused above, these pass.
+    for name in ("__Host-session", "__Secure-session"):
+        app = make_app(session_cookie=name, https_only=True)
+        with client_factory(app, base_url="https://testserver") as client:
+            header = client.post("/set/a/1").headers["set-cookie"]
+            assert header.startswith(f"{name}=") and "; Secure" in header
+            assert client.get("/").json() == {"session": {"a": "1"}}

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 
 import anyio
@@ -131,3 +132,28 @@ def test_the_log_line_is_escaped(
 def test_the_timeout_must_be_positive(timeout: float) -> None:
     with pytest.raises(ValueError, match="positive"):
         TimeoutMiddleware(PlainTextResponse("x"), timeout=timeout)
+
+
+@pytest.mark.parametrize("path", ["/sync", "/blocking"])
+def test_a_handler_that_overran_without_a_checkpoint_gets_504(
+    client_factory: ClientFactory, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    # NOTE: a worker thread cannot be cancelled, nor can code that never awaits: the
+    # deadline passes while they run, and their response must not go out as a 200 that
+    # is then cut at its first body chunk.
+    app = App(middleware=[Middleware(TimeoutMiddleware, timeout=0.05)])
+
+    @app.get("/sync")
+    def sync_handler(request: Request) -> str:
+        time.sleep(0.2)
+        return "late"
+
+    @app.get("/blocking")
+    async def blocking(request: Request) -> str:
+        time.sleep(0.2)
+        return "late"
+
+    with client_factory(app) as client, caplog.at_level(logging.WARNING, "microasgi"):
+        response = client.get(path)
+    assert response.status_code == 504
+    assert "answered 504" in caplog.text

@@ -168,3 +168,26 @@ def test_websocket_handshakes_are_checked(client_factory: ClientFactory) -> None
 def test_invalid_patterns_are_refused_at_setup(pattern: str) -> None:
     with pytest.raises(ValueError, match=r"'\*\.example\.com'"):
         TrustedHostMiddleware(PlainTextResponse("x"), allowed_hosts=[pattern])
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("path", "raw_path", "root_path", "location"),
+    [
+        # NOTE: scope["path"] already holds root_path (ASGI, and uvicorn's --root-path).
+        ("/api/items", b"/api/items", "/api", "http://www.example.com/api/items?q=1"),
+        # NOTE: scope["path"] is decoded: an escaped "?" must stay in the path.
+        ("/a?b c", b"/a%3Fb%20c", "", "http://www.example.com/a%3Fb%20c?q=1"),
+    ],
+)
+async def test_www_redirect_keeps_the_path_as_sent(
+    path: str, raw_path: bytes, root_path: str, location: str
+) -> None:
+    scope = http_scope(path, headers=[("host", "example.com")], query_string=b"q=1")
+    scope["raw_path"] = raw_path
+    scope["root_path"] = root_path
+    server = Server()
+    app = TrustedHostMiddleware(PlainTextResponse("x"), allowed_hosts=["www.example.com"])
+    await app(scope, server.receive, server.send)
+    assert server.status == 307
+    assert server.headers["location"] == location
