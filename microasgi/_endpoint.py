@@ -16,15 +16,51 @@ import orjson
 from ._json import dump_json
 from ._utils import callable_name, is_async_callable
 from .concurrency import run_in_threadpool
-from .requests import FORM_KEY, Request
+from .requests import FORM_KEY, HTTPConnection, Request
 from .responses import Response
 from .types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["build_endpoint", "path_kwargs", "plan_call", "send_result"]
+__all__ = ["build_endpoint", "connection_keyword", "path_kwargs", "plan_call", "send_result"]
 
 _JSON_TYPE = (b"content-type", b"application/json")
 _TEXT_TYPE = (b"content-type", b"text/plain; charset=utf-8")
 _BYTES_TYPE = (b"content-type", b"application/octet-stream")
+
+
+_CONNECTION_NAMES = frozenset({"request", "websocket"})
+_CONNECTION_TYPES = frozenset({"Request", "WebSocket", "HTTPConnection"})
+
+
+def _takes_connection(parameter: inspect.Parameter) -> bool:
+    """True for a parameter named ``request`` (or ``websocket``) or annotated with one."""
+    if parameter.name in _CONNECTION_NAMES:
+        return True
+    annotation = parameter.annotation
+    if isinstance(annotation, str):  # postponed annotations: match the class name
+        return annotation.rpartition(".")[2] in _CONNECTION_TYPES
+    return isinstance(annotation, type) and issubclass(annotation, HTTPConnection)
+
+
+def connection_keyword(func: Callable[..., Any], param_names: tuple[str, ...]) -> str | None:
+    """The parameter that takes the connection by name, when it does not come first.
+
+    ``async def get_user(user_id: int, request: Request)`` takes the request after a path
+    parameter, so it is passed as ``request=``; ``None`` when ``plan_call`` passes it first
+    or the handler does not take it.
+    """
+    if plan_call(func, param_names)[0]:
+        return None
+    # NOTE: plan_call passes the connection first to callables without a signature, so
+    # here there is one.
+    for parameter in inspect.signature(func).parameters.values():
+        if (
+            parameter.kind
+            in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+            and parameter.name not in param_names
+            and _takes_connection(parameter)
+        ):
+            return parameter.name
+    return None
 
 
 def plan_call(
@@ -36,7 +72,8 @@ def plan_call(
     The connection is passed positionally when the handler has a positional parameter that
     is not a path parameter; path parameters are passed when their name is in the signature
     (all of them when it takes ``**kwargs``). The other names are those a host or mount
-    around the route may put in ``path_params`` (``None``: it takes ``**kwargs``, so all).
+    around the route may put in ``path_params`` (``None``: it takes ``**kwargs``, so all);
+    a parameter for the connection (see ``connection_keyword``) is not one of them.
     """
     try:
         parameters = inspect.signature(func).parameters.values()
@@ -61,6 +98,7 @@ def plan_call(
         if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
         and p.name not in param_names
         and p.name != connection
+        and (pass_connection or not _takes_connection(p))
     )
     return pass_connection, wanted, outer
 
@@ -82,6 +120,7 @@ def path_kwargs(
 def build_endpoint(func: Callable[..., Any], param_names: tuple[str, ...]) -> ASGIApp:
     """Return the ASGI app that calls an HTTP handler and sends what it returns."""
     pass_request, wanted, outer = plan_call(func, param_names)
+    request_keyword = connection_keyword(func, param_names)
     name = callable_name(func)
     is_async = is_async_callable(func)
 
@@ -99,6 +138,8 @@ def build_endpoint(func: Callable[..., Any], param_names: tuple[str, ...]) -> AS
                 result = await func(request, **params)
             else:
                 kwargs = path_kwargs(scope.get("path_params", {}), wanted, outer)
+                if request_keyword is not None:
+                    kwargs[request_keyword] = request
                 args = (request,) if pass_request else ()
                 if is_async:
                     result = await func(*args, **kwargs)

@@ -3,9 +3,10 @@
 An exception raised by a handler meets the innermost layer first, so the response made
 from it (a registered handler's, or the default 500) still passes through user middleware
 (CORS headers on errors, for instance). Exceptions raised by middleware itself meet the
-outermost layer. Either way an unhandled exception is logged once, with its traceback, on
-the ``microasgi`` logger, and is not re-raised to the server (which would log it again),
-except to microasgi's test client, which asks for it to re-raise it in the test.
+outermost layer, which answers them with the same handlers. Either way an unhandled
+exception is logged once, with its traceback, on the ``microasgi`` logger, and is not
+re-raised to the server (which would log it again), except to microasgi's test client,
+which asks for it to re-raise it in the test.
 A ``ClientDisconnect`` that nothing handled ends the request quietly: the client has gone,
 so there is no one to answer and no server error to log.
 """
@@ -19,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from ._utils import escape_for_log, is_async_callable
+from ._utils import callable_name, escape_for_log, is_async_callable
 from .concurrency import run_in_threadpool
 from .exceptions import ClientDisconnect, HTTPException, WebSocketException
 from .requests import Request
@@ -80,17 +81,32 @@ class ExceptionHandlers:
             return
         handler = self.lookup(exc)
         if handler is not None:
-            response = await _call_handler(handler, Request(scope, receive, send), exc)
-            if isinstance(response, Response) and not await _send_safely(
-                response, scope, receive, send
-            ):
-                # NOTE: the response had already been sent (a background task failed, say):
-                # the handler's answer cannot go out, and the error must not go unseen.
-                _log(exc, scope, " after the response had started")
+            await self._answer_with(handler, exc, scope, receive, send)
         elif isinstance(exc, HTTPException):
             await _send_safely(http_exception_response(exc), scope, receive, send)
         elif not isinstance(exc, ClientDisconnect):
             await report_unhandled(exc, scope, receive, send, debug=self.debug)
+
+    async def _answer_with(
+        self, handler: ExceptionHandler, exc: Exception, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        try:
+            response = await _call_handler(handler, Request(scope, receive, send), exc)
+            if response is not None and not isinstance(response, Response):
+                raise TypeError(
+                    f"The exception handler {callable_name(handler)} returned "
+                    f"{type(response).__name__}; return a Response (or None when it has "
+                    "answered itself)"
+                ) from exc
+        except Exception as error:
+            # NOTE: a failing handler is reported here, once; handed outward, the app's
+            # outermost layer would call it a second time.
+            await report_unhandled(error, scope, receive, send, debug=self.debug)
+            return
+        if response is not None and not await _send_safely(response, scope, receive, send):
+            # NOTE: the response had already been sent (a background task failed, say):
+            # the handler's answer cannot go out, and the error must not go unseen.
+            _log(exc, scope, " after the response had started")
 
     async def _handle_websocket(
         self, exc: Exception, scope: Scope, receive: Receive, send: Send
@@ -98,7 +114,11 @@ class ExceptionHandlers:
         websocket = connection_of(scope, receive, send)
         handler = self.lookup(exc)
         if handler is not None:
-            response = await _call_handler(handler, websocket, exc)
+            try:
+                response = await _call_handler(handler, websocket, exc)
+            except Exception as error:
+                await report_unhandled(error, scope, receive, send, debug=self.debug)
+                return
             if isinstance(response, Response):
                 await refuse(websocket, response, 1011, "")
             else:
@@ -142,11 +162,13 @@ async def _call_handler(handler: ExceptionHandler, connection: Any, exc: Excepti
 async def handle_server_error(
     exc: Exception, scope: Scope, receive: Receive, send: Send, *, debug: bool
 ) -> None:
-    """The outermost handling: log and answer ``exc`` unless an inner layer already did."""
-    if scope["type"] not in ("http", "websocket") or _already_reported(scope, exc):
+    """The outermost handling while the app cannot be set up: log and answer ``exc``.
+
+    Once the app is built, ``ExceptionHandlers.handle`` takes this place.
+    """
+    if scope["type"] not in ("http", "websocket"):
         raise exc
-    if not isinstance(exc, ClientDisconnect):
-        await report_unhandled(exc, scope, receive, send, debug=debug)
+    await report_unhandled(exc, scope, receive, send, debug=debug)
 
 
 async def report_unhandled(

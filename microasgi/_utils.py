@@ -13,12 +13,19 @@ __all__ = ["callable_name", "escape_for_log", "is_async_callable", "lazy_attribu
 
 
 def is_async_callable(obj: Any) -> bool:
-    """Return True for a coroutine function, also behind partials or as ``__call__``."""
+    """Return True for a coroutine function, also behind partials, ``functools.wraps``
+    decorators or as ``__call__``."""
     while isinstance(obj, functools.partial):
         obj = obj.func
-    return inspect.iscoroutinefunction(obj) or (
-        callable(obj) and inspect.iscoroutinefunction(getattr(obj, "__call__", None))  # noqa: B004
-    )
+    if inspect.iscoroutinefunction(obj):
+        return True
+    # NOTE: a plain `def` decorator made with functools.wraps around an `async def` returns
+    # the coroutine: it must be awaited on the loop, not run in a worker thread (where it
+    # would never run, and which trio refuses).
+    wrapped = getattr(obj, "__wrapped__", None)
+    if wrapped is not None and wrapped is not obj:
+        return is_async_callable(wrapped)
+    return callable(obj) and inspect.iscoroutinefunction(getattr(obj, "__call__", None))  # noqa: B004
 
 
 def callable_name(obj: Callable[..., Any], *, qualified: bool = True) -> str:

@@ -14,6 +14,8 @@ from .exceptions import SetupError
 from .lifespan import (
     Hook,
     LifespanFactory,
+    check_hook,
+    check_lifespan,
     child_lifespan,
     combine,
     refuse_startup,
@@ -97,9 +99,9 @@ class App:
         )
         self.state = State()
         self.lifespan_state: dict[str, Any] = {}
-        self._lifespans: list[LifespanFactory] = [lifespan] if lifespan else []
-        self._on_startup: list[Hook] = list(on_startup or ())
-        self._on_shutdown: list[Hook] = list(on_shutdown or ())
+        self._lifespans: list[LifespanFactory] = [check_lifespan(lifespan)] if lifespan else []
+        self._on_startup: list[Hook] = [check_hook(hook) for hook in on_startup or ()]
+        self._on_shutdown: list[Hook] = [check_hook(hook) for hook in on_shutdown or ()]
         self._plugins: list[Any] = []
         self._built = False
         self._app: ASGIApp = self._first_call
@@ -139,6 +141,9 @@ class App:
         handlers = ExceptionHandlers(self.exception_handlers, debug=self.debug)
         self.router.error_handler = handlers.handle
         self._app = build_stack(self.router, self.user_middleware)
+        # NOTE: what middleware raises is answered the same way: a body limit or malformed
+        # JSON met by a middleware reading the request is the client's 4xx, not a 500.
+        self._on_error = handlers.handle
         self._built = True
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -313,18 +318,18 @@ class App:
     def add_lifespan(self, lifespan: LifespanFactory) -> None:
         """Add a ``lifespan(app)`` context manager, entered after those added before."""
         self._check_setup("add_lifespan()")
-        self._lifespans.append(lifespan)
+        self._lifespans.append(check_lifespan(lifespan))
 
     def on_startup(self, hook: HookT) -> HookT:
         """Run the decorated function at startup (in registration order)."""
         self._check_setup("on_startup()")
-        self._on_startup.append(hook)
+        self._on_startup.append(check_hook(hook))
         return hook
 
     def on_shutdown(self, hook: HookT) -> HookT:
         """Run the decorated function at shutdown (in reverse registration order)."""
         self._check_setup("on_shutdown()")
-        self._on_shutdown.append(hook)
+        self._on_shutdown.append(check_hook(hook))
         return hook
 
     def install(self, plugin: Plugin) -> None:

@@ -75,7 +75,27 @@ async def watch_event_loop(threshold: float = 0.1, interval: float = 0.02) -> As
     long the loop has been blocked and the loop thread's current stack, which points at
     the blocking call. Used by ``App(debug=True)`` for the life of the app.
     """
-    state: dict[str, Any] = {"beat": time.monotonic(), "thread": threading.get_ident()}
+    thread = threading.get_ident()
+    if thread in _watched_threads:
+        # NOTE: an app with debug=True mounted in another: one watchdog per event loop, or
+        # every stall would be reported once per app.
+        yield
+        return
+    _watched_threads.add(thread)
+    try:
+        async with _watch_loop(thread, threshold, interval):
+            yield
+    finally:
+        _watched_threads.discard(thread)
+
+
+_watched_threads: set[int] = set()
+"""The threads whose event loop a watchdog watches."""
+
+
+@asynccontextmanager
+async def _watch_loop(thread: int, threshold: float, interval: float) -> AsyncIterator[None]:
+    state: dict[str, Any] = {"beat": time.monotonic(), "thread": thread}
     stopped = threading.Event()
 
     async def heartbeat() -> None:

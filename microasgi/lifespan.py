@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._utils import is_async_callable
+from ._utils import callable_name
 from .types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -20,6 +21,8 @@ __all__ = [
     "Hook",
     "LifespanFactory",
     "acknowledge_lifespan",
+    "check_hook",
+    "check_lifespan",
     "child_lifespan",
     "combine",
     "refuse_startup",
@@ -36,10 +39,45 @@ LifespanFactory = Callable[[Any], AbstractAsyncContextManager[Any]]
 
 
 async def _call_hook(hook: Hook) -> None:
-    if is_async_callable(hook):
-        await hook()  # type: ignore[misc]
-    else:
-        hook()
+    # NOTE: awaiting whatever comes back also runs the coroutine of a plain `def` that
+    # returns one, such as `app.on_startup(lambda: pool.open())`.
+    result = hook()
+    if inspect.isawaitable(result):
+        await result
+
+
+def check_lifespan(lifespan: Any) -> LifespanFactory:
+    """Check a lifespan at registration; an async generator function is accepted as is.
+
+    ``async def lifespan(app): ... yield ...`` without ``@asynccontextmanager`` is wrapped,
+    as Starlette does, rather than failing at startup.
+    """
+    if inspect.isasyncgenfunction(lifespan):
+        return asynccontextmanager(lifespan)
+    if not callable(lifespan) or inspect.isgeneratorfunction(lifespan):
+        raise TypeError(
+            f"lifespan must be a function of the app that returns an async context manager "
+            f"(an `async def` with @asynccontextmanager), not {lifespan!r}"
+        )
+    return lifespan  # type: ignore[no-any-return]
+
+
+def check_hook(hook: Any) -> Hook:
+    """Check at registration that ``hook`` can be called without arguments."""
+    if not callable(hook):
+        raise TypeError(f"A startup or shutdown hook must be callable, not {hook!r}")
+    try:
+        signature = inspect.signature(hook)
+    except ValueError:  # builtins and some C callables have no signature
+        return hook  # type: ignore[no-any-return]
+    try:
+        signature.bind()
+    except TypeError:
+        raise TypeError(
+            f"Startup and shutdown hooks are called without arguments; "
+            f"{callable_name(hook)}{signature} needs some"
+        ) from None
+    return hook  # type: ignore[no-any-return]
 
 
 def combine(

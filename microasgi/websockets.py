@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 import anyio
 import orjson
 
-from ._endpoint import path_kwargs, plan_call
+from ._endpoint import connection_keyword, path_kwargs, plan_call
 from ._json import dump_json, load_json
 from ._utils import callable_name, is_async_callable
 from .exceptions import WebSocketDisconnect, WebSocketException
@@ -597,6 +597,7 @@ def build_websocket_endpoint(func: Callable[..., Any], param_names: tuple[str, .
             f"WebSocket handler {name} must be an async function (async def {name}(ws): ...)"
         )
     pass_websocket, wanted, outer = plan_call(func, param_names)
+    websocket_keyword = connection_keyword(func, param_names)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         websocket = scope[WEBSOCKET_KEY] = WebSocket(scope, receive, send)
@@ -604,6 +605,8 @@ def build_websocket_endpoint(func: Callable[..., Any], param_names: tuple[str, .
             kwargs = path_kwargs(scope.get("path_params") or {}, wanted, outer)
         else:
             kwargs = {}
+        if websocket_keyword is not None:
+            kwargs[websocket_keyword] = websocket
         try:
             if pass_websocket:
                 await func(websocket, **kwargs)

@@ -88,3 +88,17 @@ async def test_errors_propagate_and_stop_later_tasks() -> None:
     with pytest.raises(LookupError, match="boom"):
         await tasks()
     assert ran == []
+
+
+async def test_a_functools_wraps_decorator_around_an_async_task_runs_it() -> None:
+    calls: list[str] = []
+
+    async def send_email(to: str) -> None:
+        calls.append(to)
+
+    @functools.wraps(send_email)
+    def logged(to: str) -> object:
+        return send_email(to)
+
+    await BackgroundTask(logged, "a@example.com")()
+    assert calls == ["a@example.com"]

@@ -175,3 +175,28 @@ def test_no_watchdog_without_debug(
         with client_factory(app) as client:
             assert client.get("/blocking").text == "done"
     assert [r for r in caplog.records if r.levelno == logging.WARNING] == []
+
+
+def test_nested_debug_apps_report_a_stall_once_and_stop_their_watchdog(
+    client_factory: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    import time as _time
+
+    from microasgi import App
+
+    inner = App(debug=True)
+    app = App(debug=True)
+    app.mount("/inner", inner)
+
+    @inner.get("/blocking")
+    async def blocking_handler(request: Any) -> str:
+        _time.sleep(0.4)
+        return "done"
+
+    with caplog.at_level(logging.WARNING, logger="microasgi"):
+        with client_factory(app) as client:
+            assert client.get("/inner/blocking").text == "done"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    watchdogs = [t for t in threading.enumerate() if t.name == "microasgi-loop-watchdog"]
+    assert watchdogs == []

@@ -1,12 +1,19 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from microasgi._endpoint import plan_call
+import microasgi
+from microasgi._endpoint import connection_keyword, plan_call
+from microasgi.app import App
+from microasgi.requests import Request
 from microasgi.routing.routes import Route
+from microasgi.testing import TestClient
+
+ClientFactory = Callable[..., TestClient]
 
 
 def test_plan_call_conventions() -> None:
@@ -39,3 +46,64 @@ async def test_an_unbuilt_route_says_so() -> None:
     route = Route("/", handler)
     with pytest.raises(RuntimeError, match="prepared when the app starts"):
         await route.app({}, None, None)  # type: ignore[arg-type]
+
+
+def test_connection_keyword() -> None:
+    async def first(request: Any, item_id: int) -> None: ...
+    async def named(item_id: int, request: Any) -> None: ...
+    async def annotated(item_id: int, req: Request) -> None: ...
+    async def keyword_only(item_id: int, *, connection: Request) -> None: ...
+    async def dotted(item_id: int, req: microasgi.Request) -> None: ...
+    async def evaluated(item_id: int, req: Any) -> None: ...
+    async def without(item_id: int, other: str) -> None: ...
+    async def var_kw(item_id: int, request: Any, **params: Any) -> None: ...
+
+    evaluated.__annotations__["req"] = Request  # as without `from __future__ import annotations`
+    names = ("item_id",)
+    assert connection_keyword(first, names) is None
+    assert connection_keyword(named, names) == "request"
+    assert connection_keyword(annotated, names) == "req"
+    assert connection_keyword(keyword_only, names) == "connection"
+    assert connection_keyword(dotted, names) == "req"
+    assert connection_keyword(evaluated, names) == "req"
+    assert connection_keyword(without, names) is None
+    assert connection_keyword(var_kw, names) == "request"
+    assert connection_keyword(len, names) is None
+    assert plan_call(named, names) == (False, ("item_id",), ())
+
+
+def test_the_request_may_follow_the_path_parameters(client_factory: ClientFactory) -> None:
+    app = App()
+
+    @app.get("/users/{user_id:int}")
+    async def get_user(user_id: int, request: Request) -> dict[str, Any]:
+        return {"id": user_id, "path": request.url.path}
+
+    @app.get("/items/{item_id}")
+    def get_item(item_id: str, *, req: Request) -> dict[str, Any]:
+        return {"id": item_id, "method": req.method}
+
+    with client_factory(app) as client:
+        assert client.get("/users/3").json() == {"id": 3, "path": "/users/3"}
+        assert client.get("/items/a").json() == {"id": "a", "method": "GET"}
+
+
+def test_sync_functools_wraps_decorator_around_an_async_handler(
+    client_factory: ClientFactory,
+) -> None:
+    def logged(func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return func(*args, **kwargs)
+
+        return wrapper
+
+    app = App()
+
+    @app.get("/items/{item_id:int}")
+    @logged
+    async def get_item(request: Request, item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    with client_factory(app) as client:
+        assert client.get("/items/7").json() == {"id": 7}

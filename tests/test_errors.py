@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -292,3 +293,143 @@ async def test_client_disconnect_handler_still_runs() -> None:
 
     assert await call_leaving_mid_body(app) == []
     assert seen == ["/"]
+
+
+def microasgi_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "microasgi"]
+
+
+def test_http_exceptions_raised_in_middleware_keep_their_status(
+    client_factory: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = App(max_body_size=10)
+
+    @app.exception_handler(403)
+    async def forbidden(request: Request, exc: HTTPException) -> Response:
+        return PlainTextResponse("custom 403", status_code=403)
+
+    @app.middleware("http")
+    async def reads_json(request: Request, call_next: Any) -> Response:
+        if request.url.path == "/private":
+            raise HTTPException(403)
+        await request.json()
+        response: Response = await call_next(request)
+        return response
+
+    @app.post("/")
+    async def home(request: Request) -> str:
+        return "ok"
+
+    with caplog.at_level(logging.ERROR, logger="microasgi"):
+        with client_factory(app) as client:
+            big = client.post("/", content=b"[" * 100, headers={"content-type": "application/json"})
+            bad = client.post("/", content=b"{", headers={"content-type": "application/json"})
+            plain = client.post("/", content=b"{}", headers={"content-type": "text/plain"})
+            private = client.post("/private")
+    assert [r.status_code for r in (big, bad, plain, private)] == [413, 400, 415, 403]
+    assert big.json() == {"detail": "Request body exceeds the limit of 10 bytes"}
+    assert private.text == "custom 403"
+    assert microasgi_errors(caplog) == []
+
+
+def test_the_exception_handler_answers_errors_raised_in_middleware(
+    client_factory: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken:
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            raise KeyError("in middleware")
+
+    app = App(middleware=[Middleware(Broken)])
+
+    @app.exception_handler(Exception)
+    async def everything(request: Request, exc: Exception) -> Response:
+        return PlainTextResponse(f"handled {type(exc).__name__}", status_code=500)
+
+    with caplog.at_level(logging.ERROR, logger="microasgi"):
+        with client_factory(app) as client:
+            response = client.get("/")
+    assert (response.status_code, response.text) == (500, "handled KeyError")
+    assert microasgi_errors(caplog) == []
+
+
+@pytest.mark.parametrize("mode", ["reraise", "new error", "returns dict"])
+def test_a_failing_exception_handler_runs_once_and_is_logged_once(
+    mode: str, client_factory: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[str] = []
+
+    async def on_key_error(request: Request, exc: Exception) -> Any:
+        calls.append(request.url.path)
+        if mode == "reraise":
+            raise exc
+        if mode == "new error":
+            raise ValueError("in the handler")
+        return {"detail": "not a response"}
+
+    app = App(exception_handlers={KeyError: on_key_error})
+
+    @app.middleware("http")
+    async def passthrough(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        return response
+
+    @app.get("/")
+    async def home(request: Request) -> None:
+        raise KeyError("k")
+
+    with caplog.at_level(logging.ERROR, logger="microasgi"):
+        with client_factory(app, raise_server_exceptions=False) as client:
+            response = client.get("/")
+    assert (response.status_code, response.text) == (500, "Internal Server Error")
+    assert calls == ["/"]
+    expected = {"reraise": "KeyError", "new error": "ValueError", "returns dict": "TypeError"}
+    assert microasgi_errors(caplog) == [f"Unhandled {expected[mode]} in GET /"]
+    record = next(r for r in caplog.records if r.name == "microasgi")
+    assert record.exc_info is not None
+    if mode == "returns dict":
+        assert "on_key_error returned dict" in str(record.exc_info[1])
+        assert isinstance(record.exc_info[1].__cause__, KeyError)
+
+
+def test_a_failing_websocket_exception_handler_is_logged_once(
+    client_factory: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[str] = []
+
+    async def on_key_error(websocket: Any, exc: Exception) -> None:
+        calls.append("called")
+        raise ValueError("in the handler")
+
+    app = websocket_app(KeyError("k"), handler=on_key_error)
+    with caplog.at_level(logging.ERROR, logger="microasgi"):
+        with client_factory(app, raise_server_exceptions=False) as client:
+            with pytest.raises(WebSocketDenied) as info:
+                with client.websocket_connect("/ws"):
+                    pass
+    assert info.value.status_code == 500
+    assert calls == ["called"]
+    assert microasgi_errors(caplog) == ["Unhandled ValueError in WEBSOCKET /ws"]
+
+
+def test_a_plain_def_wrapper_around_an_async_exception_handler(
+    client_factory: ClientFactory,
+) -> None:
+    async def on_key_error(request: Request, exc: Exception) -> Response:
+        return PlainTextResponse("handled", status_code=409)
+
+    @functools.wraps(on_key_error)
+    def logged(request: Request, exc: Exception) -> Any:
+        return on_key_error(request, exc)
+
+    app = App(exception_handlers={KeyError: logged})
+
+    @app.get("/")
+    async def home(request: Request) -> None:
+        raise KeyError("k")
+
+    with client_factory(app) as client:
+        response = client.get("/")
+    assert (response.status_code, response.text) == (409, "handled")

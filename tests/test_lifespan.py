@@ -190,3 +190,55 @@ def test_uvicorn_without_lifespan_answers_500_to_each_request(tmp_path: Path) ->
     output = server.log_text()
     assert output.count("Unhandled ValueError in GET /") == 2, output
     assert output.count(ERROR) == 2, output
+
+
+def test_an_undecorated_async_generator_is_a_lifespan(client_factory: ClientFactory) -> None:
+    async def lifespan(app: App) -> Any:
+        yield {"greeting": "hello"}
+
+    app = App(lifespan=lifespan)
+    app.add_lifespan(lifespan)
+
+    @app.get("/")
+    async def home(request: Request) -> str:
+        return str(request.state.greeting)
+
+    with client_factory(app) as client:
+        assert client.get("/").text == "hello"
+
+
+def test_a_plain_def_hook_returning_a_coroutine_is_awaited(
+    client_factory: ClientFactory,
+) -> None:
+    events: list[str] = []
+
+    async def connect() -> None:
+        events.append("connected")
+
+    async def disconnect() -> None:
+        events.append("disconnected")
+
+    app = App(on_startup=[lambda: connect()])
+    app.on_shutdown(lambda: disconnect())
+    with client_factory(app):
+        assert events == ["connected"]
+    assert events == ["connected", "disconnected"]
+
+
+def test_a_lifespan_or_hook_that_cannot_work_fails_at_registration() -> None:
+    def sync_generator(app: App) -> Any:
+        yield
+
+    def takes_the_app(app: App) -> None: ...
+
+    with pytest.raises(TypeError, match="async context manager"):
+        App(lifespan=sync_generator)
+    with pytest.raises(TypeError, match="async context manager"):
+        App().add_lifespan("lifespan")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must be callable"):
+        App(on_startup=[None])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match=r"without arguments; .*takes_the_app\(app"):
+        App().on_startup(takes_the_app)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="without arguments"):
+        App(on_shutdown=[takes_the_app])  # type: ignore[list-item]
+    App(on_startup=[dict, lambda greeting="hi": None])  # no signature, defaults: both fine

@@ -39,3 +39,22 @@ def test_escape_for_log() -> None:
     assert escape_for_log("/a\r\nb\x1b[31m") == "/a\\r\\nb\\x1b[31m"
     assert escape_for_log("é") == "\\xe9"
     assert escape_for_log("x" * 20, limit=5) == "xxxxx..."
+
+
+def test_is_async_callable_sees_through_functools_wraps() -> None:
+    @functools.wraps(coroutine_function)
+    def sync_wrapper() -> Any:
+        return coroutine_function()
+
+    @functools.wraps(plain_function)
+    def wraps_sync() -> None: ...
+
+    class SelfWrapped:
+        def __call__(self) -> None: ...
+
+    self_wrapped = SelfWrapped()
+    self_wrapped.__wrapped__ = self_wrapped  # type: ignore[attr-defined]
+    assert is_async_callable(sync_wrapper)
+    assert is_async_callable(functools.partial(sync_wrapper))
+    assert not is_async_callable(wraps_sync)
+    assert not is_async_callable(self_wrapped)

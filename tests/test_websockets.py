@@ -881,6 +881,24 @@ async def test_endpoint_with_only_path_params(anyio_backend: str) -> None:
 
 
 @pytest.mark.anyio
+async def test_endpoint_passes_the_websocket_after_path_params(anyio_backend: str) -> None:
+    seen: list[Any] = []
+
+    async def by_annotation(room: str, ws: WebSocket) -> None:
+        seen.append((room, ws.path_params))
+        await ws.accept()
+
+    async def by_name(room: str, *, websocket) -> None:  # type: ignore[no-untyped-def]
+        seen.append((room, type(websocket).__name__))
+
+    server = Server()
+    await run_endpoint(by_annotation, server, param_names=("room",), path_params={"room": "a"})
+    await run_endpoint(by_name, Server(), param_names=("room",), path_params={"room": "b"})
+    assert seen == [("a", {"room": "a"}), ("b", "WebSocket")]
+    assert server.types() == ["websocket.accept", "websocket.close"]
+
+
+@pytest.mark.anyio
 async def test_endpoint_with_var_keywords(anyio_backend: str) -> None:
     seen: list[dict[str, Any]] = []
 
