@@ -84,6 +84,9 @@ CLOSE_POLICY_VIOLATION = 1008
 CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
 
+_RESERVED_CLOSE_CODES = frozenset({1004, 1005, 1006, 1015})
+"""RFC 6455 7.4.1: reserved, or only for reporting a close locally; never sent in a frame."""
+
 
 def _expected(names: Iterable[str]) -> str:
     quoted = [f'"{name}"' for name in names]
@@ -351,7 +354,17 @@ class WebSocket(HTTPConnection):
         | Iterable[tuple[Any, Any]]
         | None = None,
     ) -> None:
-        """Complete the handshake, choosing a subprotocol and adding response headers."""
+        """Complete the handshake, choosing a subprotocol and adding response headers.
+
+        ``subprotocol`` must be one the client offered (``ws.subprotocols``), or None.
+        """
+        if subprotocol is not None and subprotocol not in self.subprotocols:
+            # NOTE: RFC 6455 4.1: a client fails the handshake when the server picks a
+            # subprotocol it did not offer; the mistake is reported here instead.
+            raise ValueError(
+                f"Cannot accept with subprotocol {subprotocol!r}: the client offered "
+                f"{self.subprotocols!r}; pass one of them, or None"
+            )
         message: Message = {"type": "websocket.accept", "subprotocol": subprotocol}
         if headers:
             message["headers"] = _encode_headers(headers)
@@ -401,8 +414,10 @@ class WebSocket(HTTPConnection):
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Close the connection; before ``accept()`` the server answers HTTP 403.
 
-        Closing a connection that is already closed, by either side, does nothing.
+        Closing a connection that is already closed, by either side, does nothing. A
+        ``code`` that is not a close code raises ``ValueError``.
         """
+        _check_close_code(code)
         if self.application_state is _DISCONNECTED or self.client_state is _DISCONNECTED:
             self.application_state = _DISCONNECTED
             return
@@ -534,6 +549,22 @@ def _fit_close_reason(reason: str) -> str:
     # NOTE: a longer reason makes servers fail the close frame itself ("control frame too
     # long"), so the client would see an abnormal closure instead of the code.
     return encoded[:MAX_CLOSE_REASON].decode("utf-8", "ignore")
+
+
+def _check_close_code(code: int) -> None:
+    """Raise ``ValueError`` unless ``code`` may be sent in a close frame."""
+    # NOTE: servers fail a close frame with another code in their own ways (an exception
+    # from send(), or a protocol error seen by the client), far from the call.
+    if (
+        not isinstance(code, int)
+        or isinstance(code, bool)
+        or not 1000 <= code <= 4999
+        or code in _RESERVED_CLOSE_CODES
+    ):
+        raise ValueError(
+            f"Invalid WebSocket close code {code!r}: use 1000-4999 but 1004, 1005, 1006 and "
+            "1015, which are reserved (3000-4999 are for applications)"
+        )
 
 
 def _unexpected_receive(expected: Iterable[str], message: Message) -> RuntimeError:

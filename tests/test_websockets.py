@@ -179,6 +179,18 @@ async def test_accept_with_subprotocol_and_headers(anyio_backend: str, headers: 
     ]
 
 
+@pytest.mark.anyio
+async def test_accept_with_a_subprotocol_the_client_did_not_offer(anyio_backend: str) -> None:
+    server = Server()
+    ws = connect(server)
+    with pytest.raises(ValueError, match=r"subprotocol 'nope': the client offered \['chat', "):
+        await ws.accept(subprotocol="nope")
+    assert server.sent == []
+    assert ws.application_state is WebSocketState.CONNECTING
+    await ws.accept(subprotocol="superchat")
+    assert server.sent == [{"type": "websocket.accept", "subprotocol": "superchat"}]
+
+
 @pytest.mark.parametrize(
     "headers",
     [{"x": "a\r\nset-cookie: s=1"}, {"x\n": "a"}, [(b"x", b"a\x00")], {"": "a"}],
@@ -363,6 +375,45 @@ async def test_close_before_accept(anyio_backend: str) -> None:
     await ws.close(4003, "nope")
     assert server.sent == [{"type": "websocket.close", "code": 4003, "reason": "nope"}]
     assert ws.application_state is WebSocketState.DISCONNECTED
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("code", [999, 1004, 1005, 1006, 1015, 5000, 0, -1, True, "1000", 1000.0])
+async def test_invalid_close_code_is_a_value_error(anyio_backend: str, code: Any) -> None:
+    server = Server()
+    ws = connect(server)
+    await ws.accept()
+    with pytest.raises(ValueError, match=re.escape(f"Invalid WebSocket close code {code!r}")):
+        await ws.close(code)
+    assert server.types() == ["websocket.accept"]
+    assert ws.application_state is WebSocketState.CONNECTED  # still open: close it properly
+    await ws.close(4999)
+    assert server.sent[-1] == {"type": "websocket.close", "code": 4999, "reason": ""}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("code", [1000, 1001, 1003, 1007, 1011, 1012, 1014, 2999, 3000, 4999])
+async def test_valid_close_codes(anyio_backend: str, code: int) -> None:
+    server = Server()
+    ws = connect(server)
+    await ws.accept()
+    await ws.close(code)
+    assert server.sent[-1] == {"type": "websocket.close", "code": code, "reason": ""}
+
+
+def test_invalid_close_code_from_a_websocket_exception_closes_1011() -> None:
+    app = App()
+
+    @app.websocket("/ws")
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        raise WebSocketException(1005, "reserved")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        with client.websocket_connect("/ws") as session:
+            with pytest.raises(WebSocketDisconnect) as info:
+                session.receive_text()
+    assert info.value.code == 1011
 
 
 @pytest.mark.anyio

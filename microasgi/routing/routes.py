@@ -336,6 +336,12 @@ def _parse_host(host: str) -> list[tuple[str, Converter | None]]:
             raise RouteTemplateError(
                 f"Host template {host!r}: each label must be text or a whole {{param}}"
             )
+        elif ":" in label.rpartition("]")[2]:
+            # NOTE: the port of a request is ignored, so a template with one never matches.
+            raise RouteTemplateError(
+                f"Host template {host!r} has a port; host routes ignore the port, "
+                "so write the host alone"
+            )
         else:
             labels.append((label.lower(), None))
     return labels

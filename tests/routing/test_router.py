@@ -608,6 +608,16 @@ def test_host_match_ignores_port_and_case() -> None:
     assert Host("{n:int}.numbers.test", Router()).match("x.numbers.test") is None
 
 
+@pytest.mark.parametrize("template", ["example.com:8080", "{sub}.example.com:443", "[::1]:8000"])
+def test_host_template_with_a_port_is_refused(template: str) -> None:
+    with pytest.raises(RouteTemplateError, match="has a port; host routes ignore the port"):
+        App().host(template, Router())
+
+
+def test_host_template_with_an_ipv6_address() -> None:
+    assert Host("[::1]", Router()).match("[::1]:8000") == {}
+
+
 def test_url_path_for_and_request_url_for(client_factory: ClientFactory) -> None:
     app = App()
 
