@@ -8,7 +8,7 @@ import re
 from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, Sequence, ValuesView
 from operator import itemgetter
 from typing import Any, BinaryIO, NamedTuple, TypeVar, cast
-from urllib.parse import SplitResult, parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import SplitResult, parse_qsl, quote, quote_from_bytes, urlencode, urlsplit
 
 from microasgi.concurrency import run_in_threadpool
 from microasgi.types import RawHeaders, Scope
@@ -47,6 +47,8 @@ _HOST_RE = re.compile(
 )
 # NOTE: scope["path"] is already percent-decoded, so `%` is a literal there and is encoded.
 _PATH_SAFE = "/:@!$&'()*+,;="
+# Every ASCII character but `#`, which would start a fragment.
+_QUERY_SAFE = "".join(map(chr, range(128))).replace("#", "")
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _WEBSOCKET_SCHEMES = {"http": "ws", "https": "wss"}
 
@@ -55,6 +57,16 @@ def _spooled_file_type() -> type[Any]:
     import tempfile  # PERF: imported on first use, to keep `import microasgi` light
 
     return tempfile.SpooledTemporaryFile
+
+
+def _decode_query(query: bytes) -> str:
+    """Decode a raw query string: UTF-8, as clients send it, else latin-1 (never an error)."""
+    # NOTE: browsers percent-encode, but other clients may send raw UTF-8 bytes; a latin-1
+    # decode would turn "é" into "Ã©". For ASCII, the usual case, both decodes are the same.
+    try:
+        return query.decode("utf-8")
+    except UnicodeDecodeError:
+        return query.decode("latin-1")
 
 
 def _is_valid_host(host: str) -> bool:
@@ -96,9 +108,15 @@ def _scope_components(scope: Scope, path: str) -> SplitResult:
     scheme = scope.get("scheme") or "http"
     if scope.get("type") == "websocket":
         scheme = _WEBSOCKET_SCHEMES.get(scheme, scheme)
-    query = scope.get("query_string", b"").decode("latin-1")
-    if "#" in query:
-        query = query.replace("#", "%23")
+    raw_query: bytes = scope.get("query_string", b"")
+    if raw_query.isascii():
+        query = raw_query.decode("ascii")
+        if "#" in query:
+            query = query.replace("#", "%23")
+    else:
+        # NOTE: the string form is ASCII, as it is for the path: the raw bytes are
+        # percent-encoded, so the URL leads back to exactly the bytes the client sent.
+        query = quote_from_bytes(raw_query, safe=_QUERY_SAFE)
     # SECURITY: the components are assembled, never parsed out of a string built from client
     # input, so nothing in the Host header or the path can change where the URL points.
     return SplitResult(
@@ -165,8 +183,7 @@ class URL:
     @property
     def query(self) -> str:
         if self._scope is not None:
-            query: bytes = self._scope.get("query_string", b"")
-            return query.decode("latin-1")
+            return _decode_query(self._scope.get("query_string", b""))
         return self.components.query
 
     @property
@@ -183,7 +200,12 @@ class URL:
 
     @property
     def hostname(self) -> str | None:
-        return self.components.hostname
+        hostname = self.components.hostname
+        if hostname is not None and "%" in hostname and ":" not in hostname:
+            # NOTE: urllib keeps what follows a "%" as an IPv6 zone, even in a name; a name's
+            # percent-escapes are case-insensitive, so it is lower-cased whole, as hosts are.
+            return hostname.lower()
+        return hostname
 
     @property
     def port(self) -> int | None:
@@ -407,11 +429,14 @@ class QueryParams(ImmutableMultiDict[str, str]):
         **kwargs: Any,
     ) -> None:
         if isinstance(params, bytes):
-            params = params.decode("latin-1")
+            params = _decode_query(params)
         if isinstance(params, str):
             # SECURITY: only `&` separates; `;` is data (`x=;role=admin` is one value).
-            super().__init__(parse_qsl(params, keep_blank_values=True, separator="&"), **kwargs)
-            return
+            params = parse_qsl(params, keep_blank_values=True, separator="&")
+            if not kwargs:
+                # PERF: parse_qsl gives str pairs: nothing to convert.
+                super().__init__(params)
+                return
         super().__init__(params or [], **kwargs)
         if not all(type(k) is str and type(v) is str for k, v in self._list):
             self._list = [(str(k), str(v)) for k, v in self._list]

@@ -21,7 +21,7 @@ from .datastructures import (
     request_cookies,
 )
 from .exceptions import ClientDisconnect, HTTPException, NoMatchFound
-from .limits import limits_for
+from .limits import announces_more, limits_for
 from .types import Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -206,7 +206,7 @@ class Request(HTTPConnection):
                 yield body
             return
         limit = self._start_reading()
-        pending = self._take_buffered()
+        pending = self._pending()
         more = True
         while more:
             message = pending.pop(0) if pending else await self._receive()
@@ -222,7 +222,7 @@ class Request(HTTPConnection):
         # PERF: read here rather than through stream(): no async generator to set up,
         # and a body that arrives in one message is not copied.
         limit = self._start_reading()
-        pending = self._take_buffered()
+        pending = self._pending()
         chunks: list[bytes] = []
         more = True
         while more:
@@ -332,16 +332,22 @@ class Request(HTTPConnection):
 
     def _buffer(self, message: Message) -> None:
         """Keep a body message read by a poll, so stream() still yields it."""
-        buffered = getattr(self, "_buffered", [])
+        buffered = self._pending()
         buffered.append(message)
-        self._buffered: list[Message] = buffered
         limit = limits_for(self.scope).max_body_size
         if limit is not None and sum(len(m.get("body", b"")) for m in buffered) > limit:
             raise _too_large(limit)
 
-    def _take_buffered(self) -> list[Message]:
-        buffered = getattr(self, "_buffered", [])
-        self._buffered = []
+    def _pending(self) -> list[Message]:
+        """The list of polled body messages, which the reading loop pops from.
+
+        The loop keeps this very list, so a message that is_disconnected() polls between two
+        chunks of stream() is still read, in order.
+        """
+        buffered: list[Message] | None = getattr(self, "_buffered", None)
+        if buffered is None:
+            buffered = []
+            self._buffered: list[Message] = buffered
         return buffered
 
     def _body_limit(self) -> int | None:
@@ -349,7 +355,7 @@ class Request(HTTPConnection):
         if limit is not None:
             length = self.headers.get("content-length")
             # SECURITY: refuse before reading anything when the client announces too much.
-            if length is not None and length.isdigit() and int(length) > limit:
+            if length is not None and announces_more(length, limit):
                 raise _too_large(limit)
         return limit
 

@@ -65,6 +65,11 @@ def test_url_components() -> None:
     assert str(url) == "https://user:secret@Example.com:8443/a/b?x=1&y=2#frag"
 
 
+def test_url_hostname_is_lower_case_with_percent_escapes() -> None:
+    assert URL("http://%0A.Example.com/").hostname == "%0a.example.com"
+    assert URL("http://[fe80::1%25Eth0]:8000/").hostname == "fe80::1%25Eth0"
+
+
 def test_url_is_kept_as_given() -> None:
     assert str(URL("http://example.com?")) == "http://example.com?"
     assert str(URL()) == ""
@@ -163,6 +168,18 @@ def test_url_from_scope_keeps_the_query_in_the_string_form() -> None:
     assert url.query == "a=1#b"
     assert str(url) == "http://example.com/?a=1%23b"
     assert URL(str(url)).fragment == ""
+
+
+def test_url_from_scope_with_a_raw_utf8_query() -> None:
+    url = URL(scope=http_scope("/", query_string="q=é&r=%C3%A9#x".encode()))
+    assert url.query == "q=é&r=%C3%A9#x"
+    assert str(url) == "http://example.com/?q=%C3%A9&r=%C3%A9%23x"
+    assert QueryParams("q=é".encode()).multi_items() == [("q", "é")]
+    # Bytes that are not UTF-8 fall back to latin-1, and the string form keeps the bytes.
+    latin = URL(scope=http_scope("/", query_string=b"q=\xff"))
+    assert latin.query == "q=\xff"
+    assert str(latin) == "http://example.com/?q=%FF"
+    assert QueryParams(b"q=\xff")["q"] == "\xff"
 
 
 def test_url_from_scope_is_lazy() -> None:
@@ -406,6 +423,8 @@ def test_query_params_from_other_sources() -> None:
     assert QueryParams(None).multi_items() == []
     assert QueryParams().multi_items() == []
     assert QueryParams("a=1", b="2").multi_items() == [("a", "1"), ("b", "2")]
+    assert QueryParams("a=1", b=2, c=None).multi_items() == [("a", "1"), ("b", "2"), ("c", "None")]
+    assert QueryParams(b"a=1", b=2)["b"] == "2"
     assert QueryParams("a=1") != QueryParams("a=2")
 
 

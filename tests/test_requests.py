@@ -7,6 +7,7 @@ import anyio
 import pytest
 
 from microasgi import App, ClientDisconnect, HTTPException, NoMatchFound, Request
+from microasgi.limits import Limits
 from microasgi.requests import APP_ROOT_KEY, HTTPConnection
 from microasgi.testing import TestClient
 from microasgi.types import Message
@@ -227,6 +228,24 @@ async def test_is_disconnected_polls_without_losing_body() -> None:
 
 
 @pytest.mark.anyio
+async def test_polling_while_streaming_loses_no_chunk() -> None:
+    request = Request(
+        make_scope(),
+        receiver(
+            {"type": "http.request", "body": b"a", "more_body": True},
+            {"type": "http.request", "body": b"b", "more_body": True},
+            {"type": "http.request", "body": b"c", "more_body": False},
+        ),
+    )
+    chunks = []
+    with anyio.fail_after(5):
+        async for chunk in request.stream():
+            chunks.append(chunk)
+            assert not await request.is_disconnected()
+    assert chunks == [b"a", b"b", b"c"]
+
+
+@pytest.mark.anyio
 async def test_polling_never_buffers_past_the_body_limit() -> None:
     scope = make_scope(app=App(max_body_size=3))
     request = Request(
@@ -256,6 +275,26 @@ async def test_body_limit_from_content_length_reads_nothing() -> None:
     assert info.value.status_code == 413
     assert "10 bytes" in str(info.value.detail)
     assert received == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("length", "status"),
+    [("\u00b2", None), ("9" * 5000, 413), ("0" * 5000 + "5", None), ("11", 413), ("10", None)],
+)
+async def test_content_length_needs_ascii_digits_and_may_be_huge(
+    length: str, status: int | None
+) -> None:
+    scope = make_scope(
+        app=App(max_body_size=10), headers=[(b"content-length", length.encode("latin-1"))]
+    )
+    request = Request(scope, receiver({"type": "http.request", "body": b"hello"}))
+    if status is None:
+        assert await request.body() == b"hello"
+        return
+    with pytest.raises(HTTPException) as info:
+        await request.body()
+    assert info.value.status_code == status
 
 
 @pytest.mark.anyio
@@ -528,3 +567,10 @@ async def test_stream_skips_empty_chunks_and_needs_no_limit() -> None:
     chunks = [chunk async for chunk in Request(scope, receive).stream()]
     assert chunks == [b"ab"]
     assert await Request(make_scope(), receiver()).close() is None
+
+
+def test_limits_refuse_unknown_names_and_negative_values() -> None:
+    with pytest.raises(TypeError, match="unknown limits: max_bodysize"):
+        Limits(max_bodysize=1)
+    with pytest.raises(ValueError, match="max_fields must be a non-negative number"):
+        Limits(max_fields=-1)

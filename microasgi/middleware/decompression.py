@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from microasgi.exceptions import HTTPException
-from microasgi.limits import limits_for
+from microasgi.limits import announces_more, limits_for
 from microasgi.requests import BODY_KEY, FORM_KEY
 from microasgi.responses import JSONResponse
 from microasgi.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
@@ -380,7 +380,7 @@ class _InflatingReceive:
         self._max_body = limit = limits.max_body_size
         length = self._length
         # SECURITY: refuse before reading anything when the client announces too much.
-        if limit is not None and length is not None and length.isdigit() and int(length) > limit:
+        if limit is not None and length is not None and announces_more(length, limit):
             raise _too_large(limit)
 
     async def _next(self) -> Message:

@@ -30,7 +30,7 @@ import anyio
 
 from microasgi._utils import callable_name
 from microasgi.background import BackgroundTask
-from microasgi.requests import BODY_KEY, Request
+from microasgi.requests import BODY_KEY, FORM_KEY, Request
 from microasgi.responses import Response, StreamingResponse
 from microasgi.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
 
@@ -71,38 +71,44 @@ class HTTPMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        below = _Below(self.app, receive)
         try:
-            response = await self.dispatch(
-                Request(scope, below.receive_above, send), below.call_next
-            )
-        except GeneratorExit:
-            below.close()
-            raise
-        except BaseException as exc:
-            if await below.absorbs(exc):
-                return
-            raise
-        if response is below and below._forward is None and below._iterator is None:
-            # PERF: the common case, call_next()'s response returned, is sent right here
-            # rather than through one more coroutine; _Below.pass_on() does the same.
-            start = below._start
-            if below._raw is not None or below.status_code != start["status"]:
-                start = {**start, "status": below.status_code, "headers": below.raw_headers}
-            below._forward = send
+            below = _Below(self.app, receive)
             try:
-                await send(start)
+                response = await self.dispatch(
+                    Request(scope, below.receive_above, send), below.call_next
+                )
             except GeneratorExit:
                 below.close()
                 raise
             except BaseException as exc:
-                await below.step(exc)
-            else:
-                await _resume(below._coro)
-            if below.background is not None:
-                await below.background()
-            return
-        await self._send_other(below, response, scope, receive, send)
+                if await below.absorbs(exc):
+                    return
+                raise
+            if response is below and below._forward is None and below._iterator is None:
+                # PERF: the common case, call_next()'s response returned, is sent right here
+                # rather than through one more coroutine; _Below.pass_on() does the same.
+                start = below._start
+                if below._raw is not None or below.status_code != start["status"]:
+                    start = {**start, "status": below.status_code, "headers": below.raw_headers}
+                below._forward = send
+                try:
+                    await send(start)
+                except GeneratorExit:
+                    below.close()
+                    raise
+                except BaseException as exc:
+                    await below.step(exc)
+                else:
+                    await _resume(below._coro)
+                if below.background is not None:
+                    await below.background()
+                return
+            await self._send_other(below, response, scope, receive, send)
+        finally:
+            # NOTE: a form the middleware parsed is closed once the response is done, also
+            # when no route ran (a route's endpoint closes only the forms it saw parsed).
+            if FORM_KEY in scope:
+                await Request(scope).close()
 
     async def _send_other(
         self, below: _Below, response: Any, scope: Scope, receive: Receive, send: Send

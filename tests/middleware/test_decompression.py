@@ -428,6 +428,21 @@ def test_every_stage_of_a_stack_is_bounded(client_factory: ClientFactory) -> Non
         assert response.status_code == 413
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("length", "status"), [("9" * 5000, 413), ("0" * 5000 + "5", 200), ("\u00b2", 200)]
+)
+async def test_an_announced_length_is_read_as_ascii_digits(
+    anyio_backend: str, length: str, status: int
+) -> None:
+    """A Content-Length past int()'s 4300 digits is a 413, not a 500; a non-number is ignored."""
+    app = make_app(Limits(max_body_size=MiB))
+    server = Server([gzip.compress(b"hello")])
+    headers = [("content-encoding", "gzip"), ("content-length", length)]
+    await app(http_scope("/body", "POST", headers), server.receive, server.send)
+    assert server.status == status
+
+
 def test_the_limit_is_inclusive(client_factory: ClientFactory) -> None:
     app = make_app(Limits(max_decompressed_size=len(DATA)))
     with client_factory(app) as client:

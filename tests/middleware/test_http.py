@@ -16,6 +16,7 @@ import pytest
 from microasgi.app import App
 from microasgi.background import BackgroundTask
 from microasgi.exceptions import HTTPException
+from microasgi.limits import Limits
 from microasgi.middleware import Middleware
 from microasgi.middleware.http import CallNext, HTTPMiddleware
 from microasgi.requests import Request
@@ -99,6 +100,28 @@ def test_a_shared_response_is_not_changed(client_factory: ClientFactory) -> None
             assert response.headers.get_list("x-stamp") == ["1"]
             assert response.cookies["seen"] == "yes"
     assert [name for name, _ in shared.raw_headers] == [b"content-length", b"content-type"]
+
+
+@pytest.mark.parametrize("path", ["/missing", "/upload"])
+def test_a_form_parsed_in_middleware_is_closed(client_factory: ClientFactory, path: str) -> None:
+    """Its spooled files are closed once the response is done, whether a route ran or not."""
+    app = App(limits=Limits(spool_max_size=10))
+    uploads: list[Any] = []
+
+    @app.middleware("http")
+    async def read_form(request: Request, call_next: CallNext) -> Response:
+        uploads.append((await request.form())["f"])
+        return await call_next(request)
+
+    @app.post("/upload")
+    async def upload() -> str:
+        return "ok"
+
+    with client_factory(app) as client:
+        response = client.post(path, files={"f": ("x.txt", b"hello world, a long file")})
+    assert response.status_code == (404 if path == "/missing" else 200)
+    (upload_file,) = uploads
+    assert upload_file.file.closed
 
 
 def test_first_added_is_outermost(client_factory: ClientFactory) -> None:
