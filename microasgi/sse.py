@@ -31,12 +31,13 @@ _SEPARATORS = ("\n", "\r\n", "\r")
 class ServerSentEvent:
     """One server-sent event: ``ServerSentEvent(data, event=, id=, retry=, comment=)``.
 
-    ``data`` is sent as text (``str(data)`` for other objects), one ``data:`` line per line,
-    so a client gets it back with its line breaks as ``\\n``. ``event`` names the event
-    type, ``id`` sets the client's last event ID (sent back as `Last-Event-ID` when it
-    reconnects), ``retry`` is the reconnection delay in milliseconds, ``comment`` a comment
-    the client ignores. CR or LF in ``event`` or ``id``, or NUL in ``id``, raise
-    `ValueError`, as does a ``retry`` that is not a non-negative int.
+    ``data`` is sent as text (bytes decoded as UTF-8, ``str(data)`` for other objects), one
+    ``data:`` line per line, so a client gets it back with its line breaks as ``\\n``.
+    ``event`` names the event type, ``id`` sets the client's last event ID (sent back as
+    `Last-Event-ID` when it reconnects), ``retry`` is the reconnection delay in
+    milliseconds, ``comment`` a comment the client ignores. CR or LF in ``event`` or ``id``,
+    NUL in ``id``, and bytes ``data`` that are not UTF-8 raise `ValueError`, as does a
+    ``retry`` that is not a non-negative int.
     """
 
     __slots__ = ("comment", "data", "event", "id", "retry")
@@ -58,6 +59,12 @@ class ServerSentEvent:
                 raise ValueError(f"Invalid SSE id {id!r}: CR, LF and NUL are not allowed")
         if retry is not None and (type(retry) is not int or retry < 0):
             raise ValueError(f"Invalid SSE retry {retry!r}: use a non-negative int (ms)")
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            # NOTE: str() would send the repr, "b'...'"; an event stream is UTF-8 text.
+            try:
+                data = bytes(data).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"SSE data is UTF-8 text; these bytes are not: {exc}") from None
         self.data = data
         self.event = event
         self.id = id
@@ -96,7 +103,7 @@ class ServerSentEvent:
         return f"ServerSentEvent({fields})"
 
 
-EventItem: TypeAlias = "ServerSentEvent | Mapping[str, Any] | str"
+EventItem: TypeAlias = "ServerSentEvent | Mapping[str, Any] | str | bytes"
 """What an event stream may yield: an event, its fields as a dict, or the data alone."""
 EventStream: TypeAlias = "AsyncIterable[EventItem] | Iterable[EventItem]"
 
@@ -104,12 +111,12 @@ EventStream: TypeAlias = "AsyncIterable[EventItem] | Iterable[EventItem]"
 def _encode_item(item: Any, sep: str) -> bytes:
     if isinstance(item, ServerSentEvent):
         return item.encode(sep)
-    if isinstance(item, str):
+    if isinstance(item, (str, bytes)):
         return ServerSentEvent(item).encode(sep)
     if isinstance(item, Mapping):
         return ServerSentEvent(**item).encode(sep)
     raise TypeError(
-        f"An EventSourceResponse stream yields ServerSentEvent, dict or str, "
+        f"An EventSourceResponse stream yields ServerSentEvent, dict, str or bytes, "
         f"not {type(item).__name__}"
     )
 

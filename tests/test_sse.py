@@ -230,10 +230,28 @@ async def test_a_sync_iterable_is_iterated_in_a_worker_thread() -> None:
 @pytest.mark.parametrize("ping", [None, 0.05])
 async def test_a_bad_item_raises_type_error(ping: float | None) -> None:
     async def events() -> AsyncIterator[Any]:
-        yield b"bytes are not events"
+        yield 42
 
-    with pytest.raises(TypeError, match="yields ServerSentEvent, dict or str, not bytes"):
+    with pytest.raises(TypeError, match="yields ServerSentEvent, dict, str or bytes, not int"):
         await serve(EventSourceResponse(events(), ping=ping), Client())
+
+
+@pytest.mark.anyio
+async def test_no_send_timeout_waits_as_the_server_does() -> None:
+    client = Client()
+    await serve(EventSourceResponse(["a"], ping=None, send_timeout=None), client)
+    assert client.text == "data: a\n\n"
+
+
+@pytest.mark.anyio
+async def test_bytes_are_utf8_data() -> None:
+    """Bytes (a Broadcast payload, say) are the text they encode, never their repr."""
+    client = Client()
+    events = ["é".encode(), ServerSentEvent(bytearray(b"a\nb")), ServerSentEvent(memoryview(b"c"))]
+    await serve(EventSourceResponse(events, ping=None), client)
+    assert client.text == "data: é\n\ndata: a\ndata: b\n\ndata: c\n\n"
+    with pytest.raises(ValueError, match="SSE data is UTF-8 text"):
+        ServerSentEvent(b"\xff")
 
 
 @pytest.mark.anyio
