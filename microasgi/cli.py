@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="serve an ASGI app")
     run.add_argument("app", help="the app to serve, as module:attribute (e.g. main:app)")
     run.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    run.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    run.add_argument("--port", type=_port, default=8000, help="port to bind (default 8000)")
     run.add_argument("--reload", action="store_true", help="restart when the code changes")
     run.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     run.add_argument("--server", choices=SERVERS, default="uvicorn", help="default uvicorn")
@@ -34,9 +34,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {value!r}")
+    return port
+
+
 def build_command(args: argparse.Namespace) -> list[str]:
     """Return the command line that serves ``args.app`` with the chosen server."""
-    if ":" not in args.app:
+    module, _, attribute = args.app.partition(":")
+    if not module or not attribute:
         raise SystemExit(f"microasgi run: expected module:attribute, got {args.app!r}")
     if args.workers < 1:
         raise SystemExit("microasgi run: --workers must be at least 1")

@@ -82,6 +82,8 @@ def test_graceful_timeout(server: str, option: str) -> None:
     ("argv", "message"),
     [
         (["nocolon"], "module:attribute"),
+        (["main:"], "module:attribute"),
+        ([":app"], "module:attribute"),
         (["m:a", "--workers", "0"], "at least 1"),
         (["m:a", "--workers", "2", "--reload"], "cannot be combined"),
         (["m:a", "--graceful-timeout", "-1"], "must not be negative"),
@@ -90,6 +92,14 @@ def test_graceful_timeout(server: str, option: str) -> None:
 def test_invalid_arguments(argv: list[str], message: str) -> None:
     with pytest.raises(SystemExit, match=message):
         command_for(*argv)
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "-5", "abc"])
+def test_port_out_of_range_is_refused(capsys: pytest.CaptureFixture[str], port: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        _parser().parse_args(["run", "m:a", "--port", port])
+    assert exit_info.value.code == 2
+    assert "--port: must be between 0 and 65535" in capsys.readouterr().err
 
 
 def test_missing_server_is_reported(
