@@ -8,25 +8,21 @@ from __future__ import annotations
 
 import secrets
 
+from ._utils import ascii_int
+
 __all__ = ["ByteRange", "Framing", "multipart_framing", "parse_range"]
 
 ByteRange = tuple[int, int]
 """A half-open byte range ``(start, stop)``: the bytes ``start`` to ``stop - 1``."""
 
-# NOTE: a position of more digits than this is past the end of any real file; it is
-# clamped instead of converted, so a 10,000-digit position costs no big-int arithmetic
-# (and stays clear of CPython's int-from-str digit limit).
-_MAX_DIGITS = 18
-_HUGE = 10**_MAX_DIGITS
+# NOTE: a position past this is past the end of any real file: it is clamped, so a
+# 10,000-digit position costs no big-int arithmetic.
+_HUGE = 10**18
 
 
 def _position(text: str) -> int | None:
     """Return the value of a run of ASCII digits, ``None`` for anything else."""
-    # NOTE: int() alone would also accept "+1", " 1", "1_0" and non-ASCII digits.
-    if not text or not text.isascii() or not text.isdigit():
-        return None
-    digits = text.lstrip("0")
-    return int(digits or "0") if len(digits) <= _MAX_DIGITS else _HUGE
+    return ascii_int(text, _HUGE)
 
 
 def parse_range(value: str, size: int, max_ranges: int | None) -> list[ByteRange] | None:

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["callable_name", "escape_for_log", "is_async_callable", "lazy_attributes"]
+__all__ = ["ascii_int", "callable_name", "escape_for_log", "is_async_callable", "lazy_attributes"]
 
 
 def is_async_callable(obj: Any) -> bool:
@@ -55,3 +55,19 @@ def lazy_attributes(package: str, names: Mapping[str, str]) -> Callable[[str], A
         return value
 
     return __getattr__
+
+
+def ascii_int(text: str, most: int) -> int | None:
+    """The value of ``text`` if it is ASCII digits alone, at most ``most``; else None.
+
+    Unlike ``int()``, which takes signs, spaces, ``_`` and non-ASCII digits (and refuses
+    "²", which ``isdigit()`` takes), only ``0-9`` are read. A value above ``most`` comes
+    back as ``most``, and a long run of digits is never converted, so a 5,000-digit header
+    costs no big-int work and stays clear of CPython's int-from-str digit limit.
+    """
+    if not text or not text.isascii() or not text.isdigit():
+        return None
+    digits = text.lstrip("0")
+    if len(digits) > len(str(most)):
+        return most
+    return min(int(digits or "0"), most)

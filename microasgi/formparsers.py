@@ -45,6 +45,7 @@ __all__ = [
     "parse_options_header",
     "safe_filename",
     "tightened",
+    "unquote_plus",
 ]
 
 MAX_BOUNDARY_LENGTH = 256
@@ -310,7 +311,7 @@ def _decode(raw: bytes | bytearray, charset: str) -> str:
     return raw.decode(charset, "replace")
 
 
-def _unquote_plus(raw: bytes) -> bytes:
+def unquote_plus(raw: bytes) -> bytes:
     """Decode the ``+`` and ``%XX`` of an urlencoded name or value."""
     if b"+" in raw:
         raw = raw.replace(b"+", b" ")
@@ -362,7 +363,7 @@ def _settle(pieces: list[bytes | bytearray]) -> list[bytes | bytearray]:
     else:
         head, raw = bytearray(), b"".join(pieces)
     keep = _open_escape(raw)
-    head += _unquote_plus(raw[: len(raw) - keep])
+    head += unquote_plus(raw[: len(raw) - keep])
     return [head, raw[len(raw) - keep :]] if keep else [head]
 
 
@@ -370,9 +371,9 @@ def _decoded(pieces: list[bytes | bytearray]) -> bytes | bytearray:
     """The decoded bytes of a name or value that _settle may have seen."""
     if pieces and isinstance(pieces[0], bytearray):
         head = pieces[0]
-        head += _unquote_plus(b"".join(pieces[1:]))
+        head += unquote_plus(b"".join(pieces[1:]))
         return head
-    return _unquote_plus(b"".join(pieces))
+    return unquote_plus(b"".join(pieces))
 
 
 class _StreamingParser:

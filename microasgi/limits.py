@@ -6,6 +6,8 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ._utils import ascii_int
+
 __all__ = ["Limits", "announces_more", "limits_for"]
 
 KiB = 1024
@@ -91,11 +93,7 @@ _DEFAULT_LIMITS = Limits()
 
 def announces_more(length: str | bytes, limit: int) -> bool:
     """Whether a `Content-Length` value is a number above ``limit``; other values are ignored."""
-    # NOTE: ASCII digits only: isdigit() alone takes "²", which int() refuses. Leading zeros
-    # are dropped and the digits counted first, as int() refuses over 4300 digits.
     if isinstance(length, bytes):
         length = length.decode("latin-1")
-    if not (length.isascii() and length.isdigit()):
-        return False
-    digits = length.lstrip("0")
-    return len(digits) > len(str(limit)) or int(digits or "0") > limit
+    value = ascii_int(length, limit + 1)
+    return value is not None and value > limit

@@ -178,11 +178,7 @@ class _Conditions:
     def precondition_failed(self, headers: RawHeaders) -> bool:
         """Whether to answer 412 (RFC 9110 §13.2.2: If-Match, else If-Unmodified-Since)."""
         if self.if_match is not None:
-            # NOTE: "*" holds for any current representation, and the file is one.
-            etag = _header(headers, _ETAG)
-            return self.if_match.strip() != "*" and not _etag_listed(
-                self.if_match, etag, weak=False
-            )
+            return not _etag_listed(self.if_match, _header(headers, _ETAG), weak=False)
         if self.if_unmodified_since is not None:
             since = _http_date(self.if_unmodified_since)
             modified = _last_modified(headers)

@@ -3,7 +3,9 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from microasgi._utils import callable_name, escape_for_log, is_async_callable
+import pytest
+
+from microasgi._utils import ascii_int, callable_name, escape_for_log, is_async_callable
 
 
 async def coroutine_function() -> None: ...
@@ -58,3 +60,24 @@ def test_is_async_callable_sees_through_functools_wraps() -> None:
     assert is_async_callable(functools.partial(sync_wrapper))
     assert not is_async_callable(wraps_sync)
     assert not is_async_callable(self_wrapped)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("0", 0),
+        ("007", 7),
+        ("65535", 65535),
+        ("65536", 65536),
+        ("70001", 70000),
+        ("9" * 5000, 70000),
+        ("", None),
+        ("+1", None),
+        (" 1", None),
+        ("1_0", None),
+        ("\u00b2", None),
+        ("\u0663", None),
+    ],
+)
+def test_ascii_int_reads_ascii_digits_only_and_caps(text: str, value: int | None) -> None:
+    assert ascii_int(text, 70000) == value

@@ -11,6 +11,7 @@ import anyio.lowlevel
 
 from microasgi.datastructures import URL, request_cookies
 from microasgi.exceptions import ClientDisconnect, HTTPException
+from microasgi.formparsers import unquote_plus
 from microasgi.limits import limits_for
 from microasgi.requests import BODY_KEY, HTTPConnection, Request
 from microasgi.responses import JSONResponse, Response
@@ -32,7 +33,6 @@ _MAX_SENT_TOKEN = 3 * _MAX_TOKEN_LENGTH
 # is above it or lifted).
 _FIELDS_PER_STEP = 1000
 _FIELD = re.compile(rb"[^&]+")
-_ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
 
 
 class CSRFMiddleware:
@@ -229,7 +229,7 @@ class CSRFMiddleware:
             # SECURITY: longer than any token even with every byte escaped: it cannot
             # match, so it is neither copied nor decoded.
             return ""
-        return _unquote_plus(body[start:stop]).decode("utf-8", "replace")
+        return unquote_plus(body[start:stop]).decode("utf-8", "replace")
 
     async def _find_field(
         self, body: bytes, name: bytes, max_fields: int | None
@@ -254,7 +254,7 @@ class CSRFMiddleware:
             name_end = stop if equals == -1 else equals
             if shortest <= name_end - start <= longest:
                 sent = body[start:name_end]
-                if sent == name or _unquote_plus(sent) == name:
+                if sent == name or unquote_plus(sent) == name:
                     return (stop, stop) if equals == -1 else (equals + 1, stop)
             if count % _FIELDS_PER_STEP == 0:
                 await anyio.lowlevel.checkpoint()
@@ -273,15 +273,6 @@ class CSRFMiddleware:
                     await WebSocket(scope, receive, send).send_denial_response(response)
                     return
         await self.app(scope, receive, send)
-
-
-def _unquote_plus(sent: bytes) -> bytes:
-    """Decode the ``+`` and ``%XX`` of a short urlencoded name or value."""
-    return _ESCAPE.sub(_unescape, sent.replace(b"+", b" "))
-
-
-def _unescape(match: re.Match[bytes]) -> bytes:
-    return bytes.fromhex(match[1].decode("ascii"))
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

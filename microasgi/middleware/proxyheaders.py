@@ -6,6 +6,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 
+from microasgi._utils import ascii_int
 from microasgi.types import ASGIApp, RawHeaders, Receive, Scope, Send
 
 __all__ = ["ProxyHeadersMiddleware"]
@@ -19,6 +20,7 @@ _HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?", re.
 # SECURITY: what a forwarded client may be besides an IP address: RFC 7239's "unknown" and
 # obfuscated identifiers; anything else is ignored, since request.client reaches log lines.
 _NODE_NAME = re.compile(r"unknown|_[A-Za-z0-9._-]+", re.ASCII | re.IGNORECASE)
+_NO_PORT = 65536  # past the last port: a value this high is no port
 _SCHEMES = frozenset({"http", "https", "ws", "wss"})
 _WEBSOCKET_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 _HTTP_SCHEMES = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
@@ -159,11 +161,8 @@ def _split_host_port(value: str) -> tuple[str, int]:
         host, _, port = value.partition(":")
     else:
         host, port = value, ""
-    # NOTE: ASCII digits only: isdigit() takes "²", which int() refuses, and isdecimal()
-    # takes "٣", which int() reads as 3.
-    if port.isascii() and port.isdecimal() and len(port) <= 5 and int(port) <= 65535:
-        return host, int(port)
-    return host, 0
+    number = ascii_int(port, _NO_PORT)
+    return host, 0 if number is None or number == _NO_PORT else number
 
 
 def _parse_forwarded(header: str) -> list[dict[str, str]]:
