@@ -191,10 +191,14 @@ class Response:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             send = _websocket_denial_send(send)
-        await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        )
-        await send({"type": "http.response.body", "body": self.body})
+        status = self.status_code
+        body = self.body
+        if body and (status < 200 or status == 204 or status == 304):
+            # NOTE: these statuses have no body (RFC 9110, 6.4.1); sent anyway it would be
+            # read as the start of the next response on a kept-alive connection.
+            body = b""
+        await send({"type": "http.response.start", "status": status, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": body})
         if self.background is not None:
             await self.background()
 
@@ -330,6 +334,25 @@ async def _send_or_gone(send: Send, message: Message) -> None:
         raise ClientDisconnect from exc
 
 
+DISCONNECT_WATCH = "microasgi.disconnect_watch"
+"""Scope key of a request's `DisconnectWatch`, put there by the http middleware."""
+
+
+class DisconnectWatch:
+    """How many streaming responses of one request listen for its disconnect right now.
+
+    Under an http middleware, the app below and the response the middleware returns run
+    in one task. While the app below, stopped at a send, listens (holding its cancel
+    scopes open), a response streaming from it must not open scopes of its own, which
+    would interleave with them; the app below sees the disconnect and ends the body.
+    """
+
+    __slots__ = ("active",)
+
+    def __init__(self) -> None:
+        self.active = 0
+
+
 def _spec_version(scope: Scope) -> tuple[int, ...]:
     asgi: dict[str, str] = scope.get("asgi") or {}
     version = asgi.get("spec_version", "2.0")
@@ -404,7 +427,7 @@ class StreamingResponse(Response):
         elif _spec_version(scope) >= (2, 4):
             completed = await self._send_stream(send)
         else:
-            completed = await self._send_stream_watching(send, receive)
+            completed = await self._send_stream_watching(scope, receive, send)
         if completed and self.background is not None:
             await self.background()
 
@@ -415,9 +438,21 @@ class StreamingResponse(Response):
             return False
         return True
 
-    async def _send_stream_watching(self, send: Send, receive: Receive) -> bool:
+    async def _send_stream_watching(self, scope: Scope, receive: Receive, send: Send) -> bool:
         # NOTE: before ASGI 2.4 a server may accept `send` after the client left, so the
         # only sign is an `http.disconnect` from `receive`: listen for it beside the stream.
+        watch: DisconnectWatch | None = scope.get(DISCONNECT_WATCH)
+        if watch is None:
+            return await self._listen_beside_stream(receive, send)
+        if watch.active:
+            return await self._send_stream(send)
+        watch.active += 1
+        try:
+            return await self._listen_beside_stream(receive, send)
+        finally:
+            watch.active -= 1
+
+    async def _listen_beside_stream(self, receive: Receive, send: Send) -> bool:
         completed = False
         error: Exception | None = None
         async with anyio.create_task_group() as task_group:

@@ -196,7 +196,7 @@ class EventSourceResponse(StreamingResponse):
         # NOTE: an event stream idles for long stretches, so the disconnect is watched on
         # `receive` whatever the ASGI version; waiting for a send to fail could take until
         # the next event, and some servers (ASGI < 2.4) never fail a send.
-        completed = await self._send_stream_watching(send, receive)
+        completed = await self._send_stream_watching(scope, receive, send)
         if completed and self.background is not None:
             await self.background()
 

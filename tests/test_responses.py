@@ -121,6 +121,24 @@ def test_no_content_length_for_bodiless_statuses(status_code: int) -> None:
     assert Response(status_code=status_code).raw_headers == []
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("status_code", [103, 204, 304])
+async def test_bodiless_statuses_send_no_body(status_code: int) -> None:
+    # A body here would be read as the start of the next response on the connection.
+    response = Response(b"abc", status_code=status_code)
+    messages = await call(response)
+    assert messages[0]["status"] == status_code
+    assert body_of(messages) == b""
+    assert response.body == b"abc"
+
+
+@pytest.mark.anyio
+async def test_a_status_changed_to_204_after_construction_sends_no_body() -> None:
+    response = PlainTextResponse("gone")
+    response.status_code = 204
+    assert body_of(await call(response)) == b""
+
+
 def test_given_headers_are_kept_and_not_duplicated() -> None:
     response = Response(
         "body",

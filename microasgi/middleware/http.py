@@ -31,7 +31,7 @@ import anyio
 from microasgi._utils import callable_name
 from microasgi.background import BackgroundTask
 from microasgi.requests import BODY_KEY, FORM_KEY, Request
-from microasgi.responses import Response, StreamingResponse
+from microasgi.responses import DISCONNECT_WATCH, DisconnectWatch, Response, StreamingResponse
 from microasgi.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
 
 __all__ = ["CallNext", "DispatchFunction", "HTTPMiddleware"]
@@ -71,6 +71,8 @@ class HTTPMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if DISCONNECT_WATCH not in scope:
+            scope[DISCONNECT_WATCH] = DisconnectWatch()
         try:
             below = _Below(self.app, receive)
             try:

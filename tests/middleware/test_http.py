@@ -21,6 +21,7 @@ from microasgi.middleware import Middleware
 from microasgi.middleware.http import CallNext, HTTPMiddleware
 from microasgi.requests import Request
 from microasgi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from microasgi.sse import EventSourceResponse
 from microasgi.testing import TestClient
 from microasgi.types import Message, Receive, Scope, Send
 from microasgi.websockets import WebSocket
@@ -1502,3 +1503,82 @@ def test_the_example_app(client_factory: ClientFactory) -> None:
         assert client.post("/webhooks/stripe").json() == {"received from": "stripe"}
         response = client.post("/", headers={"origin": "https://evil.example"})
         assert response.status_code == 403
+
+
+def _shout(response: Any) -> StreamingResponse:
+    async def upper() -> AsyncIterator[bytes]:
+        async for chunk in response.body_iterator:
+            yield chunk.upper()
+
+    return StreamingResponse(upper(), headers=dict(response.headers))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["stream", "events"])
+async def test_a_wrapped_endless_stream_stops_when_the_client_goes(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # ASGI 2.3: the app below and the middleware's response both listen for the
+    # disconnect, in one task; their cancel scopes must not interleave.
+    app = App()
+    cleaned: list[str] = []
+
+    @app.middleware("http")
+    async def shout(request: Request, call_next: CallNext) -> Response:
+        return _shout(await call_next(request))
+
+    @app.get("/")
+    async def endless(request: Request) -> Response:
+        async def ticks() -> AsyncIterator[str]:
+            try:
+                while True:
+                    yield "tick"
+                    await anyio.sleep(0.01)
+            finally:
+                cleaned.append("finally")
+
+        if kind == "stream":
+            return StreamingResponse(ticks())
+        return EventSourceResponse(ticks(), ping=None)
+
+    async def on_message(message: Message) -> None:
+        if len(server.messages) == 4:
+            server.disconnected.set()
+
+    server = Server(on_message=on_message)
+    with anyio.fail_after(5):
+        await app(http_scope("/", spec_version="2.3"), server.receive, server.send)
+    assert cleaned == ["finally"]
+    assert b"TICK" in server.body
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+@pytest.mark.anyio
+async def test_another_endless_stream_stops_when_the_client_goes() -> None:
+    # The app below listens for nothing (a plain response): the middleware's own stream
+    # listens for the disconnect itself.
+    app = App()
+
+    @app.middleware("http")
+    async def replace(request: Request, call_next: CallNext) -> Response:
+        await call_next(request)
+
+        async def endless() -> AsyncIterator[bytes]:
+            while True:
+                yield b"x"
+                await anyio.sleep(0.01)
+
+        return StreamingResponse(endless())
+
+    @app.get("/")
+    async def index(request: Request) -> str:
+        return "below"
+
+    async def on_message(message: Message) -> None:
+        if len(server.messages) == 3:
+            server.disconnected.set()
+
+    server = Server(on_message=on_message)
+    with anyio.fail_after(5):
+        await app(http_scope("/", spec_version="2.3"), server.receive, server.send)
+    assert server.body.startswith(b"xx")
