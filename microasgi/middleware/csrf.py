@@ -89,19 +89,24 @@ class CSRFMiddleware:
         self._header_label = header_name
         self.form_field = form_field
         self._form_name = None if form_field is None else form_field.encode()
-        # NOTE: built once through Response.set_cookie, which checks every attribute.
+        # NOTE: built once through Response.set_cookie, which checks every attribute, then
+        # cut around the value, so a token is put in its place without searching the text
+        # (a cookie name such as "XSRF-TOKEN" may contain any placeholder).
         cookie = Response()
         cookie.raw_headers.clear()
         cookie.set_cookie(
             cookie_name,
-            "TOKEN",
+            "-",
             path=cookie_path,
             domain=cookie_domain,
             secure=cookie_secure,
             httponly=cookie_httponly,
             samesite=cookie_samesite,
         )
-        self.cookie_template = cookie.raw_headers[0][1].decode("latin-1")
+        header = cookie.raw_headers[0][1]
+        prefix = f"{cookie_name}=".encode("latin-1")
+        self._cookie_prefix = prefix
+        self._cookie_suffix = header[len(prefix) + 1 :]
 
     # -- tokens --------------------------------------------------------------------------
 
@@ -153,7 +158,8 @@ class CSRFMiddleware:
         if valid_cookie:
             await self.app(scope, receive, send)
             return
-        set_cookie = self.cookie_template.replace("TOKEN", token, 1).encode("latin-1")
+        # NOTE: tokens are URL-safe base64 and ".", which a cookie value takes unquoted.
+        set_cookie = self._cookie_prefix + token.encode("ascii") + self._cookie_suffix
 
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -193,7 +193,11 @@ class CompressionMiddleware:
         # NOTE: sent as it is, a response that another client would get compressed still
         # depends on Accept-Encoding, which caches must know (RFC 9110, 12.5.5): it goes
         # through the same decision, to get its Vary.
-        await self.app(scope, receive, _CompressingSend(self, encoding, send).send)
+        compressing = _CompressingSend(self, encoding, send)
+        await self.app(scope, receive, compressing.send)
+        # NOTE: not in a finally: when the app raises, the start stays unsent, so an
+        # error layer outside can still answer 500.
+        await compressing.release()
 
 
 class GZipMiddleware(CompressionMiddleware):
@@ -247,6 +251,18 @@ class _CompressingSend:
             self._state = "passing"
             await self._send(self._start)  # type: ignore[arg-type]
             await self._send(message)
+
+    async def release(self) -> None:
+        """Send a start still held once the app has returned without a body.
+
+        The server then sees what it would have seen without compression: a response
+        started and never completed (a stream cut by a deadline), which it reports and
+        cuts, rather than no response at all.
+        """
+        if self._state == "held":
+            assert self._start is not None
+            self._state = "passing"
+            await self._send(_with_vary(self._start))
 
     def _should_pass(self, start: Message) -> bool:
         status = start["status"]

@@ -12,14 +12,17 @@ from microasgi.websockets import WebSocket
 
 __all__ = ["TrustedHostMiddleware"]
 
-# SECURITY: the host part of a Host header: a DNS name (letters, digits, hyphens, dots)
+# SECURITY: the host part of a Host header: a DNS name (letters, digits, hyphens, dots,
+# and underscores, which docker-compose service names and some internal names carry)
 # ending with at most one dot (the DNS root), or a bracketed IPv6 literal, then an optional
 # port from 0 to 65535. Anything else is refused before any comparison, so no character
 # can make a pattern match something it should not, and "example.com.." or ":99999", which
 # are no address of this server (request.url gives up on them), do not pass as allowed.
 _PORT = r"6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[0-5]?[0-9]{1,4}"
-_HOST = re.compile(rf"(?P<host>[a-z0-9.-]*[a-z0-9-]\.?|\[[0-9a-f:.]+\])(?::(?:{_PORT}))?", re.ASCII)
-_PATTERN = re.compile(r"(\*\.)?([a-z0-9-]+\.)*[a-z0-9-]+\.?|\[[0-9a-f:.]+\]", re.ASCII)
+_HOST = re.compile(
+    rf"(?P<host>[a-z0-9_.-]*[a-z0-9_-]\.?|\[[0-9a-f:.]+\])(?::(?:{_PORT}))?", re.ASCII
+)
+_PATTERN = re.compile(r"(\*\.)?([a-z0-9_-]+\.)*[a-z0-9_-]+\.?|\[[0-9a-f:.]+\]", re.ASCII)
 
 
 class TrustedHostMiddleware:

@@ -384,6 +384,25 @@ def test_cookie_options(client_factory: ClientFactory) -> None:
         assert client.post("/submit", headers={"x-token": response.text}).status_code == 200
 
 
+def test_cookie_name_with_token_in_it(client_factory: ClientFactory) -> None:
+    # NOTE: Angular's names; the token goes in the value, whatever the name holds.
+    app = make_app(cookie_name="XSRF-TOKEN", header_name="X-XSRF-TOKEN")
+    with client_factory(app) as client:
+        response = client.get("/form")
+        token = response.text
+        assert response.headers["set-cookie"] == f"XSRF-TOKEN={token}; Path=/; SameSite=lax"
+        assert dict(client.cookies) == {"XSRF-TOKEN": token}
+        # NOTE: the cookie sent back is recognised: no new one, the same token.
+        again = client.get("/form")
+        assert "set-cookie" not in again.headers
+        assert again.text == token
+        response = client.post("/submit", content=b"a", headers={"x-xsrf-token": token})
+        assert response.status_code == 200
+        assert response.text == "a"
+        response = client.post("/submit", content=b"a", headers={"x-xsrf-token": "x" + token})
+        assert response.status_code == 403
+
+
 def test_invalid_cookie_options() -> None:
     with pytest.raises(ValueError, match="cookie name"):
         CSRFMiddleware(PlainTextResponse("x"), secret_key="k", cookie_name="bad name")

@@ -117,6 +117,34 @@ def test_wildcard_subdomains(client_factory: ClientFactory) -> None:
             assert client.get("/", headers={"host": host}).status_code == 400, host
 
 
+def test_underscores_in_host_names(client_factory: ClientFactory) -> None:
+    # NOTE: docker-compose service names ("web_app") and some internal names carry them.
+    with client_factory(make_app("web_app", "*.example.com")) as client:
+        for host in ("web_app", "WEB_APP:8000", "web_app.", "a_b.example.com", "_x.example.com"):
+            response = client.get("/", headers={"host": host})
+            assert response.status_code == 200, host
+            assert response.text == f"hello {host.lower().partition(':')[0]}"
+        for host in (
+            "web_app..",
+            "web_app:",
+            "web_app:99999",
+            "web-app",
+            "webapp",
+            "web_app.evil.com",
+            "a_b.example.com..",
+            "u@web_app",
+            "web_app/x",
+            "web_app?x",
+            "web_app#x",
+            "a_b.example.com:99999",
+        ):
+            assert client.get("/", headers={"host": host}).status_code == 400, host
+    with client_factory(make_app("www.web_app"), follow_redirects=False) as client:
+        response = client.get("/", headers={"host": "web_app"})
+        assert response.status_code == 307
+        assert response.headers["location"] == "http://www.web_app/"
+
+
 def test_www_redirect_refuses_invalid_ports_and_dots(client_factory: ClientFactory) -> None:
     with client_factory(make_app("www.example.com"), follow_redirects=False) as client:
         for host in ("example.com:99999", "example.com.."):
@@ -163,7 +191,8 @@ def test_websocket_handshakes_are_checked(client_factory: ClientFactory) -> None
 
 
 @pytest.mark.parametrize(
-    "pattern", ["exa*mple.com", "*example.com", "example.com/x", "a b", "*.*.com"]
+    "pattern",
+    ["exa*mple.com", "*example.com", "example.com/x", "a b", "*.*.com", "a_b..com", "u@web_app"],
 )
 def test_invalid_patterns_are_refused_at_setup(pattern: str) -> None:
     with pytest.raises(ValueError, match=r"'\*\.example\.com'"):
