@@ -411,18 +411,19 @@ class WebSocket(HTTPConnection):
         else:
             await self.send_bytes(encoded)
 
-    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+    async def close(self, code: int = CLOSE_NORMAL, reason: str | None = "") -> None:
         """Close the connection; before ``accept()`` the server answers HTTP 403.
 
         Closing a connection that is already closed, by either side, does nothing. A
-        ``code`` that is not a close code raises ``ValueError``.
+        ``code`` that is not a close code raises ``ValueError``; a ``reason`` of ``None`` is
+        the empty reason.
         """
         _check_close_code(code)
         if self.application_state is _DISCONNECTED or self.client_state is _DISCONNECTED:
             self.application_state = _DISCONNECTED
             return
         accepted = self.application_state is _CONNECTED
-        reason = _fit_close_reason(reason)
+        reason = _fit_close_reason(reason or "")
         try:
             await self.send({"type": "websocket.close", "code": code, "reason": reason})
         except WebSocketDisconnect:

@@ -947,6 +947,38 @@ def test_websocket_app_blocked_on_a_full_buffer(make_client: ClientFactory) -> N
     assert 0 < len(sent) < 1000
 
 
+async def echo_until_disconnect(scope: Scope, receive: Receive, send: Send) -> None:
+    """Echo text messages; a send blocked for 5 s (a deadlock) fails the app and the test."""
+    await receive()
+    await send({"type": "websocket.accept"})
+    while (message := await receive())["type"] == "websocket.receive":
+        with anyio.fail_after(5):
+            await send({"type": "websocket.send", "text": message["text"]})
+
+
+def test_websocket_many_sends_before_reading(make_client: ClientFactory) -> None:
+    # More than both directions' buffers hold: the test must not block on its own sends
+    # while the app waits for the test to read its echoes.
+    with make_client(echo_until_disconnect).websocket_connect("/") as ws:
+        for number in range(500):
+            ws.send_text(str(number))
+        assert [ws.receive_text() for _ in range(500)] == [str(n) for n in range(500)]
+
+
+def test_websocket_sends_to_an_app_that_never_reads(make_client: ClientFactory) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await anyio.sleep(5)
+        raise AssertionError("the test was blocked sending to an app that does not read")
+
+    started = time.monotonic()
+    with make_client(app, timeout=0.05).websocket_connect("/") as ws:
+        for number in range(500):
+            ws.send_text(str(number))
+    assert time.monotonic() - started < 4  # the app was cancelled at the end, not awaited
+
+
 @pytest.mark.parametrize(
     ("messages", "match"),
     [
@@ -1283,6 +1315,34 @@ async def test_async_websocket_app_exception_and_close() -> None:
         await ws.close(1001)
         with pytest.raises(ValueError, match="cannot handle None"):
             await ws.receive()
+
+
+@pytest.mark.anyio
+async def test_async_websocket_many_sends_before_reading() -> None:
+    async with AsyncTestClient(echo_until_disconnect).websocket_connect("/") as ws:
+        for number in range(500):
+            await ws.send_text(str(number))
+        assert [await ws.receive_text() for _ in range(500)] == [str(n) for n in range(500)]
+
+
+@pytest.mark.anyio
+async def test_async_websocket_sends_to_an_app_that_never_reads() -> None:
+    received: list[Message] = []
+    all_sent = anyio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await all_sent.wait()  # the test's messages wait for the app, in order
+        while (message := await receive())["type"] == "websocket.receive":
+            received.append(message)
+
+    with anyio.fail_after(4):
+        async with AsyncTestClient(app).websocket_connect("/") as ws:
+            for number in range(500):
+                await ws.send_bytes(str(number).encode())
+            all_sent.set()
+    assert [message["bytes"] for message in received] == [str(n).encode() for n in range(500)]
 
 
 @pytest.mark.anyio

@@ -378,6 +378,39 @@ async def test_close_before_accept(anyio_backend: str) -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("accepted", [False, True])
+async def test_close_reason_none_is_empty(anyio_backend: str, accepted: bool) -> None:
+    server = Server()
+    ws = connect(server)
+    if accepted:
+        await ws.accept()
+    await ws.close(4000, reason=None)
+    assert server.sent[-1] == {"type": "websocket.close", "code": 4000, "reason": ""}
+    assert ws.application_state is WebSocketState.DISCONNECTED
+
+
+def test_close_reason_none_through_the_test_client(client_factory: Callable[..., Any]) -> None:
+    app = App()
+
+    @app.websocket("/before")
+    async def before(ws: WebSocket) -> None:
+        await ws.close(4001, reason=None)
+
+    @app.websocket("/after")
+    async def after(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.close(4002, reason=None)
+
+    with client_factory(app) as client:
+        with pytest.raises(WebSocketDisconnect) as refused:
+            with client.websocket_connect("/before"):
+                pass  # pragma: no cover
+        assert (refused.value.code, refused.value.reason) == (4001, "")
+        with client.websocket_connect("/after") as session:
+            assert session.receive() == {"type": "websocket.close", "code": 4002, "reason": ""}
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("code", [999, 1004, 1005, 1006, 1015, 5000, 0, -1, True, "1000", 1000.0])
 async def test_invalid_close_code_is_a_value_error(anyio_backend: str, code: Any) -> None:
     server = Server()

@@ -1,9 +1,10 @@
-"""WebSocket sessions: the app runs as a task, two bounded streams link it to the test."""
+"""WebSocket sessions: the app runs as a task, two memory streams link it to the test."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 from types import TracebackType
 from typing import Any, Literal, NoReturn
 
@@ -18,8 +19,13 @@ from microasgi.websockets import MAX_CLOSE_REASON
 
 JSONMode = Literal["text", "binary"]
 
-# NOTE: bounded so that a side that never reads applies backpressure instead of growing memory.
-_WS_BUFFER = 64
+# NOTE: app -> test is bounded so that an app sending in a loop to a test that never reads
+# blocks (as on a network) instead of growing memory. Test -> app is unbounded, as in
+# Starlette's client: the test decides how much it sends, and a bound there would deadlock an
+# echo test that sends many messages before reading (the app blocks on the full test inbox
+# while the test blocks on the full app inbox) or block a send to an app that never reads.
+_TO_CLIENT_BUFFER = 64
+_TO_APP_BUFFER = math.inf
 _EXIT_GRACE = 1.0  # seconds an app gets to return after the client leaves
 _ABNORMAL_CLOSURE = 1006
 _INTERNAL_ERROR = 1011
@@ -61,7 +67,7 @@ _WS_EXPECTED = {
 
 
 class _Connection:
-    """One in-process WebSocket: the app's task and two bounded streams to the test."""
+    """One in-process WebSocket: the app's task and two memory streams to the test."""
 
     def __init__(self, target: Target, scope: Scope, timeout: float | None) -> None:
         self.target = target
@@ -71,8 +77,10 @@ class _Connection:
         self.timeout = timeout
         self.done = anyio.Event()
         self.app_scope = anyio.CancelScope()
-        self.to_app, self.app_inbox = anyio.create_memory_object_stream[Message](_WS_BUFFER)
-        self.to_client, self.client_inbox = anyio.create_memory_object_stream[Message](_WS_BUFFER)
+        self.to_app, self.app_inbox = anyio.create_memory_object_stream[Message](_TO_APP_BUFFER)
+        self.to_client, self.client_inbox = anyio.create_memory_object_stream[Message](
+            _TO_CLIENT_BUFFER
+        )
         self.to_app.send_nowait({"type": "websocket.connect"})
         self.task_group = anyio.create_task_group()
         # connecting -> connected | response -> closed, driven by what the app sends
@@ -129,6 +137,8 @@ class _Connection:
 
     async def send(self, message: Message) -> None:
         try:
+            # NOTE: never waits (the stream is unbounded), so needs no timeout; the
+            # checkpoint lets the app run between the test's sends.
             await self.to_app.send(message)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             # NOTE: the connection is over; as on a network, the message is lost.
@@ -289,6 +299,7 @@ class AsyncWebSocketTestSession:
     Leaving sends ``websocket.disconnect`` (code 1000), waits for the app to end and
     re-raises its exception when the client has ``raise_server_exceptions``. After the
     client closed, an app's ``send`` raises an ``OSError`` subclass, as the ASGI spec asks.
+    ``send_*`` never wait: messages queue until the app reads them, as in Starlette.
     """
 
     def __init__(self, target: Target, scope: Scope, timeout: float | None = 5.0) -> None:
