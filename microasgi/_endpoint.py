@@ -7,6 +7,7 @@ Per request, only the Request is built and the return value converted.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +21,14 @@ from .requests import FORM_KEY, HTTPConnection, Request
 from .responses import Response
 from .types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["build_endpoint", "connection_keyword", "path_kwargs", "plan_call", "send_result"]
+__all__ = [
+    "build_endpoint",
+    "check_handler",
+    "connection_keyword",
+    "path_kwargs",
+    "plan_call",
+    "send_result",
+]
 
 _JSON_TYPE = (b"content-type", b"application/json")
 _TEXT_TYPE = (b"content-type", b"text/plain; charset=utf-8")
@@ -36,9 +44,83 @@ def _takes_connection(parameter: inspect.Parameter) -> bool:
     if parameter.name in _CONNECTION_NAMES:
         return True
     annotation = parameter.annotation
-    if isinstance(annotation, str):  # postponed annotations: match the class name
+    if isinstance(annotation, str):
+        # NOTE: an annotation that could not be resolved (a name imported only under
+        # TYPE_CHECKING, a class local to a function) is judged by its class name.
         return annotation.rpartition(".")[2] in _CONNECTION_TYPES
     return isinstance(annotation, type) and issubclass(annotation, HTTPConnection)
+
+
+def _signature(func: Callable[..., Any]) -> inspect.Signature:
+    """``func``'s signature, string annotations resolved where they can be.
+
+    Postponed annotations (``from __future__ import annotations``) are evaluated in the
+    handler's module; one that cannot be (a ``NameError``...) stays a string.
+    """
+    signature = inspect.signature(func)
+    if not any(isinstance(p.annotation, str) for p in signature.parameters.values()):
+        return signature
+    namespace = _globals_of(func)
+    parameters = [
+        p.replace(annotation=_resolve(p.annotation, namespace))
+        if isinstance(p.annotation, str)
+        else p
+        for p in signature.parameters.values()
+    ]
+    return signature.replace(parameters=parameters)
+
+
+def _globals_of(func: Any) -> dict[str, Any]:
+    """The module namespace the annotations of ``func`` were written in."""
+    while True:
+        if isinstance(func, functools.partial):
+            func = func.func
+        elif inspect.ismethod(func):
+            func = func.__func__
+        else:
+            break
+    func = inspect.unwrap(func)
+    if not inspect.isfunction(func):
+        # NOTE: a callable instance: its annotations are those of its class's __call__.
+        func = inspect.getattr_static(type(func), "__call__", func)
+    namespace = getattr(func, "__globals__", None)
+    return namespace if isinstance(namespace, dict) else {}
+
+
+def _resolve(annotation: str, namespace: dict[str, Any]) -> Any:
+    # NOTE: evaluating the annotation in its module is what typing.get_type_hints does;
+    # per parameter, so that one unresolvable annotation does not hide the others.
+    try:
+        return eval(annotation, namespace)
+    except Exception:
+        return annotation
+
+
+def check_handler(func: Callable[..., Any], param_names: tuple[str, ...]) -> None:
+    """Refuse at registration a handler that every request would fail to call.
+
+    A positional-only parameter other than the first cannot be filled: the connection is
+    the only positional argument, path parameters are passed by name.
+    """
+    try:
+        parameters = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):  # builtins and some C callables have no signature
+        return
+    for index, parameter in enumerate(parameters):
+        if parameter.kind is not inspect.Parameter.POSITIONAL_ONLY:
+            continue
+        if parameter.name in param_names:
+            raise TypeError(
+                f"Handler {callable_name(func)} takes the path parameter "
+                f"{parameter.name!r} as positional-only; path parameters are passed by "
+                f"keyword, so move it after the '/' in the signature"
+            )
+        if index > 0 and parameter.default is inspect.Parameter.empty:
+            raise TypeError(
+                f"Handler {callable_name(func)} takes {parameter.name!r} as a positional-only "
+                "parameter without a default, which nothing passes; the connection is the "
+                "only positional argument"
+            )
 
 
 def connection_keyword(func: Callable[..., Any], param_names: tuple[str, ...]) -> str | None:
@@ -52,7 +134,7 @@ def connection_keyword(func: Callable[..., Any], param_names: tuple[str, ...]) -
         return None
     # NOTE: plan_call passes the connection first to callables without a signature, so
     # here there is one.
-    for parameter in inspect.signature(func).parameters.values():
+    for parameter in _signature(func).parameters.values():
         if (
             parameter.kind
             in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
@@ -76,7 +158,7 @@ def plan_call(
     a parameter for the connection (see ``connection_keyword``) is not one of them.
     """
     try:
-        parameters = inspect.signature(func).parameters.values()
+        parameters = _signature(func).parameters.values()
     except (TypeError, ValueError):  # builtins and some C callables have no signature
         return True, (), ()
     names = {p.name for p in parameters}

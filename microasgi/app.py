@@ -340,8 +340,15 @@ class App:
         setup = getattr(plugin, "setup", None)
         if not callable(setup):
             raise TypeError(f"{plugin!r} is not a plugin: it has no setup(app) method")
+        # NOTE: recorded during setup, so a plugin that installs itself again (directly or
+        # through another) is refused; forgotten if setup fails, so it can be retried.
+        position = len(self._plugins)
         self._plugins.append(plugin)
-        setup(self)
+        try:
+            setup(self)
+        except BaseException:
+            del self._plugins[position]
+            raise
 
     def __repr__(self) -> str:
         return f"<App with {len(self.router.routes)} routes, debug={self.debug}>"

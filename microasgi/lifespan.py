@@ -90,6 +90,9 @@ def combine(
     Factories are entered in order, then startup hooks run in registration order; at
     shutdown, shutdown hooks run in reverse registration order, then the factories exit in
     reverse. The mappings the factories yield are merged into the yielded state.
+
+    Shutdown hooks run only after a successful startup: when a factory or a startup hook
+    fails, the factories already entered exit and the startup error is what is raised.
     """
 
     @asynccontextmanager
@@ -105,10 +108,13 @@ def combine(
                         f"The lifespan {factory!r} yielded {type(value).__name__}; "
                         "yield a dict of state, or nothing"
                     )
-            for hook in on_shutdown:
-                stack.push_async_callback(_call_hook, hook)
             for hook in on_startup:
                 await _call_hook(hook)
+            # NOTE: registered once startup is complete, as in Starlette: a shutdown hook
+            # may rely on what a startup hook opened, and its error would hide the
+            # startup error.
+            for hook in on_shutdown:
+                stack.push_async_callback(_call_hook, hook)
             yield state
 
     return lifespan

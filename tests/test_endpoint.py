@@ -107,3 +107,96 @@ def test_sync_functools_wraps_decorator_around_an_async_handler(
 
     with client_factory(app) as client:
         assert client.get("/items/7").json() == {"id": 7}
+
+
+class MyRequest(Request):
+    """A Request subclass, named nothing like Request's own class names."""
+
+
+def test_a_request_subclass_annotation_is_resolved(client_factory: ClientFactory) -> None:
+    # NOTE: this module has `from __future__ import annotations`, so the annotation is the
+    # string "MyRequest" until it is evaluated in the module.
+    app = App()
+
+    @app.get("/a/{item_id:int}")
+    async def after_param(item_id: int, req: MyRequest) -> dict[str, Any]:
+        return {"id": item_id, "req": isinstance(req, Request)}
+
+    @app.get("/b")
+    async def keyword_only(*, req: MyRequest) -> dict[str, Any]:
+        return {"req": isinstance(req, Request)}
+
+    with client_factory(app) as client:
+        assert client.get("/a/1").json() == {"id": 1, "req": True}
+        assert client.get("/b").json() == {"req": True}
+
+
+def test_annotations_are_resolved_one_by_one_and_fall_back_to_the_name() -> None:
+    async def handler(item_id: int, conn: Request, other: Undefined) -> None: ...  # noqa: F821
+
+    # "Request" resolves; "Undefined" cannot, and does not stop the others.
+    assert connection_keyword(handler, ("item_id",)) == "conn"
+    assert plan_call(handler, ("item_id",))[2] == ("other",)
+
+    async def unresolved(item_id: int, conn: Request, other: Undefined) -> None: ...  # noqa: F821
+
+    unresolved.__annotations__["conn"] = "typing_only.Request"
+    assert connection_keyword(unresolved, ("item_id",)) == "conn"
+
+
+def test_annotations_of_wrapped_and_callable_handlers_are_resolved() -> None:
+    async def base(item_id: int, extra: str, conn: MyRequest) -> None: ...
+
+    class Handler:
+        async def __call__(self, item_id: int, conn: MyRequest) -> None: ...
+
+    class Bound:
+        async def handle(self, item_id: int, conn: MyRequest) -> None: ...
+
+    @functools.wraps(base)
+    async def wrapper(*args: Any, **kwargs: Any) -> None: ...
+
+    names = ("item_id",)
+    assert connection_keyword(functools.partial(base, extra="e"), names) == "conn"
+    assert connection_keyword(Handler(), names) == "conn"
+    assert connection_keyword(Bound().handle, names) == "conn"
+    assert connection_keyword(wrapper, names) == "conn"
+
+
+def test_a_positional_only_path_parameter_is_refused_at_registration() -> None:
+    app = App()
+
+    async def by_id(request: Request, uid: int, /) -> None: ...
+
+    with pytest.raises(TypeError, match=r"by_id takes the path parameter 'uid' as positional-only"):
+        app.get("/a/{uid:int}")(by_id)
+
+    async def extra(request: Request, other: int, /) -> None: ...
+
+    with pytest.raises(TypeError, match=r"extra takes 'other' as a positional-only parameter"):
+        app.get("/b")(extra)
+
+    async def ws(websocket: Any, room: str, /) -> None: ...
+
+    with pytest.raises(TypeError, match="'room' as positional-only"):
+        app.websocket("/ws/{room}")(ws)
+    assert app.routes == []
+
+
+def test_positional_only_parameters_that_can_be_filled_are_accepted(
+    client_factory: ClientFactory,
+) -> None:
+    app = App()
+
+    @app.get("/a/{uid:int}")
+    async def connection_only(request: Request, /, uid: int) -> dict[str, Any]:
+        return {"uid": uid}
+
+    @app.get("/b")
+    async def with_default(request: Request, page: int = 1, /) -> dict[str, Any]:
+        return {"page": page}
+
+    app.add_route("/c", dict)  # no signature: nothing to check
+    with client_factory(app) as client:
+        assert client.get("/a/3").json() == {"uid": 3}
+        assert client.get("/b").json() == {"page": 1}

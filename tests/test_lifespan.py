@@ -4,7 +4,8 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -242,3 +243,78 @@ def test_a_lifespan_or_hook_that_cannot_work_fails_at_registration() -> None:
     with pytest.raises(TypeError, match="without arguments"):
         App(on_shutdown=[takes_the_app])  # type: ignore[list-item]
     App(on_startup=[dict, lambda greeting="hi": None])  # no signature, defaults: both fine
+
+
+# --- a failed startup: the startup error, and no shutdown hooks -------------------------------
+
+
+def test_a_failed_startup_hook_runs_no_shutdown_hook(client_factory: ClientFactory) -> None:
+    log: list[str] = []
+    resources: dict[str, object] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        log.append("enter")
+        try:
+            yield
+        finally:
+            log.append("exit")
+
+    app = App(lifespan=lifespan)
+
+    @app.on_startup
+    def check_config() -> None:
+        log.append("check_config")
+        raise RuntimeError("bad config")
+
+    @app.on_startup
+    def open_db() -> None:
+        log.append("open_db")
+        resources["db"] = object()
+
+    @app.on_shutdown
+    def close_db() -> None:
+        log.append("close_db")
+        del resources["db"]
+
+    with pytest.raises(LifespanFailed) as info, client_factory(app):
+        pass
+    assert (info.value.phase, info.value.message) == ("startup", "RuntimeError: bad config")
+    # NOTE: the lifespan context manager that was entered is still exited.
+    assert log == ["enter", "check_config", "exit"]
+
+
+def test_a_failed_lifespan_runs_no_shutdown_hook(client_factory: ClientFactory) -> None:
+    log: list[str] = []
+
+    @asynccontextmanager
+    async def broken(app: Any) -> AsyncIterator[None]:
+        raise OSError("no disk")
+        yield
+
+    app = App(lifespan=broken, on_shutdown=[lambda: log.append("shutdown")])
+    with pytest.raises(LifespanFailed) as info, client_factory(app):
+        pass
+    assert info.value.message == "OSError: no disk"
+    assert log == []
+
+
+def test_shutdown_hooks_run_in_reverse_after_a_successful_startup(
+    client_factory: ClientFactory,
+) -> None:
+    log: list[str] = []
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        log.append("enter")
+        yield
+        log.append("exit")
+
+    app = App(
+        lifespan=lifespan,
+        on_startup=[lambda: log.append("start 1"), lambda: log.append("start 2")],
+        on_shutdown=[lambda: log.append("stop 1"), lambda: log.append("stop 2")],
+    )
+    with client_factory(app):
+        assert log == ["enter", "start 1", "start 2"]
+    assert log == ["enter", "start 1", "start 2", "stop 2", "stop 1", "exit"]

@@ -201,3 +201,41 @@ def test_the_example_plugin(client_factory: ClientFactory) -> None:
         assert report["statuses"] == {"200": 2, "503": 1, "404": 1}
         assert report["seconds"] > 0
     assert plugin_example.metrics.started_at is None
+
+
+def test_a_plugin_whose_setup_failed_can_be_installed_again(
+    client_factory: ClientFactory,
+) -> None:
+    class Configurable:
+        def __init__(self) -> None:
+            self.configured = False
+
+        def setup(self, app: App) -> None:
+            if not self.configured:
+                raise RuntimeError("needs configuration")
+
+            @app.get("/p")
+            async def p(request: Request) -> str:
+                return "p"
+
+    app = App()
+    plugin = Configurable()
+    with pytest.raises(RuntimeError, match="needs configuration"):
+        app.install(plugin)
+    plugin.configured = True
+    app.install(plugin)
+    with pytest.raises(SetupError, match="already installed"):
+        app.install(plugin)
+    with client_factory(app) as client:
+        assert client.get("/p").text == "p"
+
+
+def test_a_plugin_that_installs_itself_again_is_refused() -> None:
+    class Recursive:
+        def setup(self, app: App) -> None:
+            app.install(self)
+
+    app = App()
+    plugin = Recursive()
+    with pytest.raises(SetupError, match="already installed"):
+        app.install(plugin)

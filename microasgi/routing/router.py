@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex
 from urllib.parse import quote
 
 from microasgi._errors import ExceptionHandlers
@@ -19,19 +19,89 @@ from microasgi.websockets import websocket_not_found
 from .routes import BaseRoute, Host, Mount, Route, WebSocketRoute, hostname_of
 from .tree import Leaf, RouteTree, parse_template
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
 __all__ = ["RouteTable", "Router"]
 
 ErrorHandler = Callable[[Exception, Scope, Receive, Send], Awaitable[None]]
 
-WEBSOCKET = "WEBSOCKET"
-"""The method key of WebSocket routes in a leaf's handlers."""
+WEBSOCKET = "<websocket>"
+"""The method key of WebSocket routes in a leaf's handlers.
+
+# SECURITY: not a valid HTTP token, so no HTTP request (``WEBSOCKET /ws``) can reach a
+WebSocket route, whatever method it sends.
+"""
 
 _STANDALONE_ERRORS = ExceptionHandlers({})
 """How a Router served without an App answers what its routes raise: as an App would."""
 
 
+_READ_ONLY = (
+    "{call} cannot remove, replace or reorder routes: routes are matched by a tree built at "
+    "registration. Add routes with append(), extend(), add_route() or the decorators."
+)
+
+
 class RouteTable(list[BaseRoute]):
-    """The registered routes; ``print(app.routes)`` shows them as a table."""
+    """The registered routes; ``print(app.routes)`` shows them as a table.
+
+    ``append``, ``extend``, ``insert`` and ``+=`` register routes through ``Router.add``,
+    as if they were added there; removing, replacing or reordering routes raises TypeError.
+    """
+
+    def __init__(self, router: Router) -> None:
+        super().__init__()
+        self._router = router
+
+    def append(self, route: BaseRoute) -> None:
+        """Register ``route`` with the router (``Router.add``)."""
+        self._router.add(route)
+
+    def extend(self, routes: Iterable[BaseRoute]) -> None:
+        """Register each of ``routes`` with the router."""
+        for route in list(routes):
+            self._router.add(route)
+
+    def __iadd__(self, routes: Iterable[BaseRoute]) -> Self:  # type: ignore[override,misc]
+        self.extend(routes)
+        return self
+
+    def insert(self, index: SupportsIndex, route: BaseRoute) -> None:
+        """Register ``route`` and list it at ``index`` (matching never depends on order)."""
+        self._router._add(route, index)
+
+    def _refuse(self, call: str) -> NoReturn:
+        raise TypeError(_READ_ONLY.format(call=f"app.routes.{call}"))
+
+    def __setitem__(self, index: Any, value: Any) -> NoReturn:
+        self._refuse("__setitem__()")
+
+    def __delitem__(self, index: Any) -> NoReturn:
+        self._refuse("__delitem__()")
+
+    def __imul__(self, count: Any) -> NoReturn:  # type: ignore[misc]
+        self._refuse("__imul__()")
+
+    def pop(self, index: Any = -1) -> NoReturn:
+        """Refused: routes cannot be removed."""
+        self._refuse("pop()")
+
+    def remove(self, value: Any) -> NoReturn:
+        """Refused: routes cannot be removed."""
+        self._refuse("remove()")
+
+    def clear(self) -> NoReturn:
+        """Refused: routes cannot be removed."""
+        self._refuse("clear()")
+
+    def sort(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """Refused: the order of routes is their registration order."""
+        self._refuse("sort()")
+
+    def reverse(self) -> NoReturn:
+        """Refused: the order of routes is their registration order."""
+        self._refuse("reverse()")
 
     def __str__(self) -> str:
         rows = [("METHODS", "PATH", "NAME", "ENDPOINT"), *(_describe(route) for route in self)]
@@ -61,17 +131,21 @@ def _qualname(obj: Any) -> str:
 
 
 class _HeadRoute:
-    """The HEAD answer of a GET route: the same handler, the body dropped."""
+    """The HEAD answer of a GET route: the same handler, the body dropped.
 
-    __slots__ = ("app", "param_names", "route")
+    ``record`` is the GET route, which ``scope["route"]`` shows.
+    """
+
+    __slots__ = ("app", "endpoint", "param_names", "record")
 
     def __init__(self, route: Route) -> None:
-        self.route = route
+        self.record = route
+        self.endpoint = route.endpoint
         self.param_names = route.param_names
         self.app: ASGIApp = route.app
 
     def build(self) -> None:
-        inner = self.route.app
+        inner = self.record.app
 
         async def head(scope: Scope, receive: Receive, send: Send) -> None:
             async def send_headers_only(message: Message) -> None:
@@ -106,7 +180,7 @@ class Router:
         self.limits = limits
         self.redirect_slashes = redirect_slashes
         self._tree = RouteTree()
-        self._routes = RouteTable()
+        self._routes = RouteTable(self)
         self._hosts: list[Host] = []
         self._heads: list[_HeadRoute] = []
         self._names: dict[str, list[tuple[int, BaseRoute]]] | None = None
@@ -121,8 +195,20 @@ class Router:
     # -- registration -------------------------------------------------------------------
 
     def add(self, route: BaseRoute) -> None:
-        """Register a route record (Route, WebSocketRoute, Mount or Host)."""
+        """Register a route record (Route, WebSocketRoute, Mount or Host).
+
+        A record already registered with another router is copied, so that each router
+        prepares its own with its own middleware and limits.
+        """
+        self._add(route)
+
+    def _add(self, route: BaseRoute, index: SupportsIndex | None = None) -> None:
         self._check_setup("add()")
+        if not isinstance(route, BaseRoute):
+            raise TypeError(f"Router.add() takes a route record, got {route!r}")
+        owner = route.owner
+        if owner is not None and owner is not self:
+            route = route.copy()
         if isinstance(route, Route):
             self._add_methods(route, route.methods)
         elif isinstance(route, WebSocketRoute):
@@ -137,7 +223,11 @@ class Router:
             self._hosts.append(route)
         else:
             raise TypeError(f"Router.add() takes a route record, got {route!r}")
-        self._routes.append(route)
+        route.owner = self
+        if index is None:
+            list.append(self._routes, route)
+        else:
+            list.insert(self._routes, index, route)
         self._names = None
 
     def _add_methods(self, route: Route | WebSocketRoute, methods: Iterable[str]) -> None:
@@ -267,7 +357,7 @@ class Router:
         """Copy ``router``'s routes into this one under ``prefix``.
 
         The included router's middleware and limits (and the ones given here, outside them)
-        apply to its routes only.
+        apply to its routes only: the copies carry them, so they wrap each route once.
         """
         self._check_setup("include_router()")
         if prefix:
@@ -279,9 +369,9 @@ class Router:
             if isinstance(route, (Route, WebSocketRoute)):
                 self.add(route.prefixed(prefix, layers, merged))
             elif isinstance(route, Mount):
-                self.add(Mount(prefix + route.path, route.app, name=route.name))
-            else:
-                self.add(route)
+                self.add(route.prefixed(prefix, layers))
+            elif isinstance(route, Host):
+                self.add(route.copy(layers))
 
     def mount(self, path: str, app: ASGIApp, *, name: str | None = None) -> None:
         """Serve any ASGI app under ``path``."""
@@ -351,11 +441,17 @@ class Router:
             return
         app_limits = app_limits or Limits()
         base = (inherited or app_limits).merged(self.limits)
+        # SECURITY: the router's middleware wraps each of its routes here, however the
+        # router is served (included routers hand copies that already carry it).
+        layers = self.middleware
         for route in self._routes:
             if isinstance(route, (Route, WebSocketRoute)):
-                route.build(base, app_limits)
-            elif isinstance(route.app, Router):
+                route.build(base, app_limits, layers)
+                continue
+            if isinstance(route.app, Router):
                 route.app.freeze(app_limits, base)
+            if isinstance(route, (Mount, Host)):
+                route.build(layers)
         for head in self._heads:
             head.build()
         self._frozen = True
@@ -396,7 +492,9 @@ class Router:
                     if leaf.is_prefix:
                         await self._call_mount(route, scope, receive, send, path[:end])
                         return
-                    scope["route"] = route
+                    # PERF: a HEAD answer shows its GET route; an attribute, not a branch.
+                    scope["route"] = route.record
+                    scope["endpoint"] = route.endpoint
                     await route.app(scope, receive, send)
                     return
             await self._no_route(found, path, method, scope, receive, send)
@@ -420,7 +518,7 @@ class Router:
         if recorded is None or recorded[0] is not app:
             child[APP_ROOT_KEY] = (app, root_path, recorded)
         child["root_path"] = root_path + prefix.rstrip("/")
-        await mount.app(child, receive, send)
+        await mount.handler(child, receive, send)
 
     async def _dispatch_host(self, scope: Scope, receive: Receive, send: Send) -> bool:
         labels = _host_name(scope).split(".")
@@ -429,7 +527,7 @@ class Router:
             if params is not None:
                 outer = scope.get("path_params")
                 scope["path_params"] = {**outer, **params} if outer else params
-                await route.app(scope, receive, send)
+                await route.handler(scope, receive, send)
                 return True
         return False
 
@@ -489,7 +587,9 @@ class Router:
         if path.startswith(("//", "/\\")) or path == "/":
             return None
         other = path[:-1] if path.endswith("/") else path + "/"
-        if self._tree.match(other, method) is None:
+        # NOTE: only toward a path that HTTP reaches: one served by WebSocket routes
+        # alone would answer the redirected request with a 404.
+        if not self._tree.allowed_methods(other) - {WEBSOCKET}:
             return None
         location = quote(scope.get("root_path", "").rstrip("/") + other, safe="/:@!$&'()*+,;=-._~")
         query = scope.get("query_string", b"")

@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from microasgi._endpoint import build_endpoint
+from microasgi._endpoint import build_endpoint, check_handler
 from microasgi._utils import callable_name
 from microasgi.datastructures import _is_valid_host
 from microasgi.exceptions import RouteTemplateError
@@ -68,14 +68,23 @@ def _url_path(path: str, protocol: str) -> URLPath:
 
 
 class BaseRoute:
-    """What every route record has: a path template, a name and a prepared ASGI app."""
+    """What every route record has: a path template, a name and a prepared ASGI app.
+
+    ``owner`` is the router the record is registered with (None before); a router given
+    a record that another one owns registers a ``copy()``.
+    """
 
     path: str
     name: str | None
     template: Template
     param_names: tuple[str, ...]
     app: ASGIApp
+    owner: Any = None  # Any: the Router, which imports this module
     _path_type: ClassVar[type[URLPath]] = URLPath
+
+    def copy(self) -> BaseRoute:
+        """Return an unregistered copy of this record."""
+        raise NotImplementedError
 
     def url_path(self, name: str, params: Mapping[str, Any]) -> str | None:
         """Return the percent-encoded path for ``name`` and ``params``, or None."""
@@ -101,7 +110,10 @@ class _Endpoint(BaseRoute):
         self.path = path
         self.template = parse_template(path)
         self.param_names = self.template.param_names
+        check_handler(endpoint, self.param_names)
         self.endpoint = endpoint
+        self.record = self
+        """What ``scope["route"]`` shows for this route (the router's HEAD answer differs)."""
         self.name = callable_name(endpoint, qualified=False) if name is None else name
         self.middleware = list(middleware or ())
         self.limits = limits
@@ -110,12 +122,13 @@ class _Endpoint(BaseRoute):
     def _build_endpoint(self) -> ASGIApp:
         raise NotImplementedError
 
-    def build(self, base: Limits, app_limits: Limits) -> None:
-        """Prepare the ASGI app: handler, route middleware, and limits when they differ.
+    def build(self, base: Limits, app_limits: Limits, outer: Sequence[Middleware] = ()) -> None:
+        """Prepare the ASGI app: handler, middleware, and limits when they differ.
 
-        ``base`` are the limits of the enclosing routers, ``app_limits`` the app's.
+        ``base`` are the limits of the enclosing routers, ``app_limits`` the app's, and
+        ``outer`` the middleware of the router serving the route, around the route's own.
         """
-        app = build_stack(self._build_endpoint(), self.middleware)
+        app = build_stack(self._build_endpoint(), [*outer, *self.middleware])
         limits = base.merged(self.limits)
         if limits is not app_limits:
             app = _with_limits(app, limits)
@@ -144,12 +157,7 @@ class Route(_Endpoint):
         limits: Limits | None = None,
     ) -> None:
         super().__init__(path, endpoint, name=name, middleware=middleware, limits=limits)
-        if isinstance(methods, str):
-            raise TypeError(f"methods for {path!r} must be a list of strings, not one string")
-        self.methods = frozenset(m.upper() for m in (methods or ("GET",)))
-        invalid = sorted(m for m in self.methods if not _TOKEN.match(m))
-        if not self.methods or invalid:
-            raise ValueError(f"Invalid HTTP methods for {path!r}: {invalid or 'none given'}")
+        self.methods = _check_methods(path, methods)
 
     def _build_endpoint(self) -> ASGIApp:
         return build_endpoint(self.endpoint, self.param_names)
@@ -164,6 +172,10 @@ class Route(_Endpoint):
             methods=self.methods,
             **self._prefixed_options(middleware, limits),
         )
+
+    def copy(self) -> Route:
+        """Return an unregistered copy of this route."""
+        return self.prefixed("")
 
     def __repr__(self) -> str:
         methods = sorted(self.methods | ({"HEAD"} if "GET" in self.methods else set()))
@@ -197,6 +209,10 @@ class WebSocketRoute(_Endpoint):
             prefix + self.path, self.endpoint, **self._prefixed_options(middleware, limits)
         )
 
+    def copy(self) -> WebSocketRoute:
+        """Return an unregistered copy of this route."""
+        return self.prefixed("")
+
     def __repr__(self) -> str:
         return f"WebSocketRoute(path={self.path!r}, name={self.name!r})"
 
@@ -205,10 +221,18 @@ class Mount(BaseRoute):
     """Any ASGI app served under a path prefix.
 
     The mounted app sees the full path in ``scope["path"]`` and the prefix appended to
-    ``scope["root_path"]``.
+    ``scope["root_path"]``. ``middleware`` wraps the mounted app, inside the middleware of
+    the router that serves the mount.
     """
 
-    def __init__(self, path: str, app: ASGIApp, *, name: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        app: ASGIApp,
+        *,
+        name: str | None = None,
+        middleware: Sequence[Middleware] | None = None,
+    ) -> None:
         if path and not path.startswith("/"):
             raise RouteTemplateError(f"Mount path {path!r} must start with '/'")
         self.path = path.rstrip("/")
@@ -216,6 +240,27 @@ class Mount(BaseRoute):
         self.param_names = self.template.param_names
         self.app = app
         self.name = name
+        self.middleware = list(middleware or ())
+        # SECURITY: with middleware, nothing is served until the router prepares it.
+        self.handler: ASGIApp = _not_built if self.middleware else app
+        """What the router calls: ``app`` inside the middleware (see ``build``)."""
+
+    def build(self, outer: Sequence[Middleware]) -> None:
+        """Wrap the app in ``outer`` (the serving router's middleware) and our own."""
+        self.handler = build_stack(self.app, [*outer, *self.middleware])
+
+    def prefixed(self, prefix: str, middleware: Sequence[Middleware] = ()) -> Mount:
+        """Return a copy under ``prefix``, with router middleware around it."""
+        return Mount(
+            prefix + self.path,
+            self.app,
+            name=self.name,
+            middleware=[*middleware, *self.middleware],
+        )
+
+    def copy(self) -> Mount:
+        """Return an unregistered copy of this mount."""
+        return self.prefixed("")
 
     @property
     def routes(self) -> list[BaseRoute]:
@@ -252,15 +297,37 @@ class Mount(BaseRoute):
 
 
 class Host(BaseRoute):
-    """An ASGI app (usually a Router) served for a host pattern like ``{sub}.example.com``."""
+    """An ASGI app (usually a Router) served for a host pattern like ``{sub}.example.com``.
 
-    def __init__(self, host: str, app: ASGIApp, *, name: str | None = None) -> None:
+    ``middleware`` wraps the app, inside the middleware of the router that serves the host.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        app: ASGIApp,
+        *,
+        name: str | None = None,
+        middleware: Sequence[Middleware] | None = None,
+    ) -> None:
         self.path = ""
         self.host = host
         self.app = app
         self.name = name
         self._labels = _parse_host(host)
         self.param_names = tuple(label[0] for label in self._labels if label[1] is not None)
+        self.middleware = list(middleware or ())
+        # SECURITY: with middleware, nothing is served until the router prepares it.
+        self.handler: ASGIApp = _not_built if self.middleware else app
+        """What the router calls: ``app`` inside the middleware (see ``build``)."""
+
+    def build(self, outer: Sequence[Middleware]) -> None:
+        """Wrap the app in ``outer`` (the serving router's middleware) and our own."""
+        self.handler = build_stack(self.app, [*outer, *self.middleware])
+
+    def copy(self, middleware: Sequence[Middleware] = ()) -> Host:
+        """Return an unregistered copy, with router middleware around it."""
+        return Host(self.host, self.app, name=self.name, middleware=[*middleware, *self.middleware])
 
     def match(self, host: str) -> dict[str, Any] | None:
         """Return the converted host params when ``host`` (a port is ignored) matches, else None.
@@ -308,6 +375,33 @@ class Host(BaseRoute):
 
     def __repr__(self) -> str:
         return f"Host(host={self.host!r}, name={self.name!r}, app={self.app!r})"
+
+
+def _check_methods(path: str, methods: Iterable[str] | None) -> frozenset[str]:
+    """The upper-cased methods of a route; ValueError names what is wrong with them."""
+    if methods is None:
+        return frozenset({"GET"})
+    if isinstance(methods, str):
+        raise TypeError(f"methods for {path!r} must be a list of strings, not one string")
+    upper = frozenset(m.upper() for m in methods)
+    if not upper:
+        raise ValueError(
+            f"methods for {path!r} is empty, so the route would answer nothing; "
+            "list at least one method, or leave methods out for GET"
+        )
+    if "*" in upper:
+        raise ValueError(
+            f"'*' is not an HTTP method ({path!r}); list the methods the route answers"
+        )
+    if "WEBSOCKET" in upper:
+        raise ValueError(
+            f"WEBSOCKET is not an HTTP method ({path!r}); register WebSocket handlers "
+            "with @app.websocket() or add_websocket_route()"
+        )
+    invalid = sorted(m for m in upper if not _TOKEN.match(m))
+    if invalid:
+        raise ValueError(f"Invalid HTTP methods for {path!r}: {invalid}")
+    return upper
 
 
 def hostname_of(netloc: str) -> str:

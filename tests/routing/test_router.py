@@ -25,6 +25,7 @@ from microasgi import (
 )
 from microasgi.routing import Host, Mount, Route, WebSocketRoute
 from microasgi.routing.router import route_path
+from microasgi.routing.routes import BaseRoute
 from microasgi.testing import TestClient
 from microasgi.types import ASGIApp, Receive, Scope, Send
 
@@ -873,3 +874,358 @@ def test_unknown_websocket_path_is_refused(client_factory: ClientFactory) -> Non
             with pytest.raises((WebSocketDenied, WebSocketDisconnect)):
                 with client.websocket_connect(path):
                     pass
+
+
+# --- WebSocket routes are keyed apart from every HTTP method ---------------------------------
+
+
+def test_http_method_websocket_is_an_unknown_method(
+    client_factory: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = App()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+
+    @app.get("/both")
+    async def both_http(request: Request) -> str:
+        return "http"
+
+    @app.websocket("/both")
+    async def both_ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+
+    with caplog.at_level("ERROR", logger="microasgi"), client_factory(app) as client:
+        assert client.request("WEBSOCKET", "/ws").status_code == 404
+        assert client.request("WEBSOCKET", "/nope").status_code == 404
+        response = client.request("WEBSOCKET", "/both")
+        assert response.status_code == 405
+        assert response.headers["allow"] == "GET, HEAD, OPTIONS"
+        assert client.request("websocket", "/both").status_code == 405
+        assert client.get("/ws").status_code == 404
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize("method", ["websocket", "WebSocket", "WEBSOCKET"])
+def test_a_route_for_the_websocket_method_is_refused(method: str) -> None:
+    app = App()
+    with pytest.raises(ValueError, match=r"WEBSOCKET is not an HTTP method.*@app.websocket"):
+        app.route("/x", methods=[method])(echo_path)
+
+
+def test_a_route_for_the_star_method_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"'\*' is not an HTTP method"):
+        Route("/x", echo_path, methods=["*"])
+
+
+def test_an_empty_methods_list_is_refused() -> None:
+    app = App()
+    with pytest.raises(ValueError, match=r"methods for '/x' is empty"):
+        app.route("/x", methods=[])(echo_path)
+    with pytest.raises(ValueError, match="is empty"):
+        Route("/x", echo_path, methods=iter(()))
+    assert Route("/x", echo_path).methods == {"GET"}
+
+
+def test_slash_redirect_only_toward_a_path_with_http_routes(client_factory: ClientFactory) -> None:
+    app = App()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+
+    @app.post("/form")
+    async def form(request: Request) -> str:
+        return "posted"
+
+    with client_factory(app) as client:
+        assert client.get("/ws/", follow_redirects=False).status_code == 404
+        # NOTE: a path with an HTTP route for another method still redirects, as in
+        # Starlette; the method is then refused there with 405.
+        response = client.get("/form/", follow_redirects=False)
+        assert (response.status_code, response.headers["location"]) == (308, "/form")
+
+
+# --- router middleware wraps the router's routes however it is served ------------------------
+
+
+class _Count:
+    """Counts the scopes it sees, by type, and adds ``x-router`` to HTTP responses."""
+
+    def __init__(self, app: ASGIApp, seen: list[str]) -> None:
+        self.app = app
+        self.seen = seen
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.seen.append(scope["type"])
+
+        async def tagged(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message["headers"], (b"x-router", b"1")]}
+            await send(message)
+
+        await self.app(scope, receive, tagged)
+
+
+def _guarded_router(seen: list[str]) -> Router:
+    router = Router(middleware=[Middleware(_Count, seen=seen)])
+
+    @router.get("/x")
+    async def x(request: Request) -> str:
+        return "x"
+
+    @router.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("hi")
+        await websocket.close()
+
+    router.mount("/files", PlainTextResponse("files"))
+    return router
+
+
+@pytest.mark.parametrize("served", ["included", "mounted", "host", "standalone"])
+def test_router_middleware_wraps_each_route_once_however_served(
+    client_factory: ClientFactory, served: str
+) -> None:
+    seen: list[str] = []
+    router = _guarded_router(seen)
+    app: ASGIApp
+    headers = {}
+    prefix = ""
+    if served == "standalone":
+        app = router
+    else:
+        app = App()
+        if served == "included":
+            app.include_router(router, prefix="/r")
+            prefix = "/r"
+        elif served == "mounted":
+            app.mount("/r", router)
+            prefix = "/r"
+        else:
+            app.host("h.example.com", router)
+            headers = {"host": "h.example.com"}
+    with client_factory(app) as client:
+        response = client.get(prefix + "/x", headers=headers)
+        assert (response.text, response.headers.get("x-router")) == ("x", "1")
+        assert client.head(prefix + "/x", headers=headers).headers.get("x-router") == "1"
+        assert client.get(prefix + "/files/a", headers=headers).headers.get("x-router") == "1"
+        with client.websocket_connect(prefix + "/ws", headers=headers) as session:
+            assert session.receive_text() == "hi"
+    assert seen == ["http", "http", "http", "websocket"]
+
+
+def test_middleware_of_nested_routers_apply_outermost_first(client_factory: ClientFactory) -> None:
+    calls: list[str] = []
+
+    class Tag:
+        def __init__(self, app: ASGIApp, tag: str) -> None:
+            self.app = app
+            self.tag = tag
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            calls.append(self.tag)
+            await self.app(scope, receive, send)
+
+    inner = Router(middleware=[Middleware(Tag, tag="inner")])
+
+    @inner.get("/x", middleware=[Middleware(Tag, tag="route")])
+    async def x(request: Request) -> str:
+        return "x"
+
+    outer = Router(middleware=[Middleware(Tag, tag="outer")])
+    outer.include_router(inner, prefix="/i")
+    outer.mount("/m", inner)
+    app = App()
+    app.mount("/o", outer)
+    app.include_router(outer, prefix="/inc")
+    with client_factory(app) as client:
+        for path in ("/o/i/x", "/o/m/x", "/inc/i/x", "/inc/m/x"):
+            calls.clear()
+            assert client.get(path).text == "x"
+            assert calls == ["outer", "inner", "route"], path
+
+
+def test_a_route_record_in_two_routers_gets_each_routers_middleware(
+    client_factory: ClientFactory,
+) -> None:
+    seen: list[str] = []
+    route = Route("/x", echo_path)
+    guarded = Router([route], middleware=[Middleware(_Count, seen=seen)])
+    plain = Router([route])
+    assert guarded.routes[0] is route
+    assert plain.routes[0] is not route and plain.routes[0].path == "/x"
+    with client_factory(plain) as client:
+        assert client.get("/x").headers.get("x-router") is None
+    with client_factory(guarded) as client:
+        assert client.get("/x").headers.get("x-router") == "1"
+    assert seen == ["http"]
+
+
+def test_a_mount_with_middleware_is_served_only_once_prepared() -> None:
+    mount = Mount("/m", PlainTextResponse("m"), middleware=[Middleware(_Count, seen=[])])
+    assert mount.handler is not mount.app
+    assert Mount("/m", PlainTextResponse("m")).handler is not None
+
+
+# --- scope["route"] and scope["endpoint"] -----------------------------------------------------
+
+
+def test_scope_route_and_endpoint_are_the_matched_route_for_get_and_head(
+    client_factory: ClientFactory,
+) -> None:
+    seen: list[tuple[str, Any, Any]] = []
+
+    class RecordRoute:
+        def __init__(self, app: ASGIApp) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            async def record(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    route = scope["route"]
+                    seen.append((route.path, route.name, scope["endpoint"]))
+                await send(message)
+
+            await self.app(scope, receive, record)
+
+    async def item(request: Request, item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    app = App(middleware=[Middleware(RecordRoute)])
+    route = app.add_route("/items/{item_id:int}", item, name="item")
+    with client_factory(app) as client:
+        assert client.get("/items/3").status_code == 200
+        assert client.head("/items/3").status_code == 200
+    assert seen == [("/items/{item_id:int}", "item", item)] * 2
+    assert route.record is route
+
+
+def test_scope_route_of_a_websocket_route(client_factory: ClientFactory) -> None:
+    app = App()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        route = websocket.scope["route"]
+        await websocket.send_json([route.path, websocket.scope["endpoint"] is ws])
+        await websocket.close()
+
+    with client_factory(app) as client, client.websocket_connect("/ws") as session:
+        assert session.receive_json() == ["/ws", True]
+
+
+# --- app.routes registers what is added to it -------------------------------------------------
+
+
+def test_routes_appended_to_app_routes_are_registered(client_factory: ClientFactory) -> None:
+    app = App()
+
+    async def late(request: Request) -> str:
+        return "late"
+
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("ws")
+        await websocket.close()
+
+    app.routes.append(Route("/late", late, name="late"))
+    app.routes.extend([Route("/more", late), WebSocketRoute("/ws", ws)])
+    routes = app.routes
+    routes += [Mount("/m", PlainTextResponse("mounted"))]
+    assert routes is app.routes
+    app.routes.insert(0, Route("/first", late, name="first"))
+    assert [r.path for r in app.routes] == ["/first", "/late", "/more", "/ws", "/m"]
+    assert app.url_path_for("late") == "/late"
+    with client_factory(app) as client:
+        assert client.get("/late").text == "late"
+        assert client.get("/more").text == "late"
+        assert client.get("/first").text == "late"
+        assert client.get("/m/x").text == "mounted"
+        with client.websocket_connect("/ws") as session:
+            assert session.receive_text() == "ws"
+        with pytest.raises(SetupError, match=r"Router.add\(\)"):
+            app.routes.append(Route("/later", late))
+
+
+def test_app_routes_refuses_a_conflicting_or_foreign_entry() -> None:
+    app = App()
+    app.routes.append(Route("/x", echo_path))
+    with pytest.raises(RouteConflictError):
+        app.routes.append(Route("/x", echo_path))
+    with pytest.raises(TypeError, match="takes a route record"):
+        app.routes.append("/y")  # type: ignore[arg-type]
+    assert len(app.routes) == 1
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda routes: routes.pop(),
+        lambda routes: routes.remove(routes[0]),
+        lambda routes: routes.clear(),
+        lambda routes: routes.sort(key=lambda route: route.path),
+        lambda routes: routes.reverse(),
+        lambda routes: routes.__setitem__(0, Route("/z", echo_path)),
+        lambda routes: routes.__delitem__(0),
+        lambda routes: routes.__imul__(2),
+    ],
+)
+def test_app_routes_cannot_remove_or_reorder_routes(mutate: Callable[[Any], Any]) -> None:
+    app = App()
+    app.add_route("/x", echo_path)
+    with pytest.raises(TypeError, match="cannot remove, replace or reorder routes"):
+        mutate(app.routes)
+    assert [r.path for r in app.routes] == ["/x"]
+
+
+def test_every_kind_of_record_shared_by_two_routers_is_copied(
+    client_factory: ClientFactory,
+) -> None:
+    seen: list[str] = []
+
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.close()
+
+    records = [
+        WebSocketRoute("/ws", ws),
+        Mount("/m", PlainTextResponse("m")),
+        Host("h.example.com", PlainTextResponse("host")),
+    ]
+    plain = Router(records)
+    guarded = Router(records, middleware=[Middleware(_Count, seen=seen)])
+    assert all(a is b for a, b in zip(plain.routes, records))
+    assert all(a is not b and type(a) is type(b) for a, b in zip(guarded.routes, records))
+    with client_factory(guarded) as client:
+        assert client.get("/m/x").headers.get("x-router") == "1"
+        assert client.get("/", headers={"host": "h.example.com"}).headers["x-router"] == "1"
+    with client_factory(plain) as client:
+        assert client.get("/", headers={"host": "h.example.com"}).headers.get("x-router") is None
+    assert seen == ["http", "http"]
+
+
+def test_an_included_host_route_keeps_the_router_middleware(
+    client_factory: ClientFactory,
+) -> None:
+    seen: list[str] = []
+    router = Router(middleware=[Middleware(_Count, seen=seen)])
+    router.host("h.example.com", PlainTextResponse("host"), name="h")
+    app = App()
+    app.include_router(router)
+    with client_factory(app) as client:
+        response = client.get("/", headers={"host": "h.example.com"})
+        assert (response.text, response.headers.get("x-router")) == ("host", "1")
+    assert seen == ["http"]
+
+
+def test_router_add_refuses_an_unknown_record() -> None:
+    class Odd(BaseRoute):
+        pass
+
+    with pytest.raises(TypeError, match="takes a route record"):
+        Router().add(Odd())
+    with pytest.raises(NotImplementedError):
+        Odd().copy()
