@@ -124,23 +124,46 @@ def _scope_components(scope: Scope, path: str) -> SplitResult:
     )
 
 
+_URL_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
+
+
+def _ascii_form(url: str) -> str:
+    """``url`` with what a URL cannot hold raw (non-ASCII, spaces, ...) percent-encoded.
+
+    Escapes already in ``url`` are kept as they are, so ``%2F`` never turns into ``/``.
+    """
+    if _URL_CHARS.fullmatch(url) is not None:
+        return url
+    parts = urlsplit(url)
+    return parts._replace(
+        path=quote(parts.path, safe=_PATH_SAFE + "%"),
+        query=quote(parts.query, safe=_QUERY_SAFE),
+        fragment=quote(parts.fragment, safe=_QUERY_SAFE),
+    ).geturl()
+
+
 class URL:
     """A URL, built from a string, from components, or lazily from an ASGI scope.
 
-    From a scope, `.path` and `.query` are exactly the scope's `path` and `query_string`;
-    `str(url)` and `.components` give the percent-encoded form.
+    From a scope, `.path` and `.query` are exactly the scope's `path` and `query_string`,
+    as text (the path decoded), and stay so in a copy made by `replace()` that does not
+    replace them; `str(url)` and `.components` give the percent-encoded form. From a
+    string, `.path` and `.query` are as the string has them. Two URLs, or a URL and a
+    string, are equal when their percent-encoded forms are.
     """
 
-    __slots__ = ("_components", "_path", "_scope", "_url")
+    __slots__ = ("_components", "_path", "_query", "_scope", "_url")
 
     _components: SplitResult | None
     _path: str | None
+    _query: str | None
     _scope: Scope | None
     _url: str | None
 
     def __init__(self, url: str = "", scope: Scope | None = None, **components: Any) -> None:
         self._components = None
         self._path = None
+        self._query = None
         self._scope = None
         self._url = None
         if scope is not None:
@@ -182,6 +205,8 @@ class URL:
 
     @property
     def query(self) -> str:
+        if self._query is not None:
+            return self._query
         if self._scope is not None:
             return _decode_query(self._scope.get("query_string", b""))
         return self.components.query
@@ -219,7 +244,14 @@ class URL:
         """Return a copy with the given components (and hostname/port/username/password)."""
         if "username" in kwargs or "password" in kwargs or "hostname" in kwargs or "port" in kwargs:
             kwargs["netloc"] = self._replace_netloc(kwargs)
-        return URL(self.components._replace(**kwargs).geturl())
+        url = URL(self.components._replace(**kwargs).geturl())
+        # NOTE: what is not replaced keeps its meaning: a request URL's path stays the decoded
+        # path, as it does in Starlette, whose URL keeps it decoded in the string itself.
+        if "path" not in kwargs:
+            url._path = self._path
+        if "query" not in kwargs and (self._scope is not None or self._query is not None):
+            url._query = self.query
+        return url
 
     def _replace_netloc(self, kwargs: dict[str, Any]) -> str:
         hostname = kwargs.pop("hostname", None)
@@ -262,11 +294,13 @@ class URL:
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, (URL, str)):
-            return str(self) == str(other)
+            # NOTE: so that `request.url == "http://host/café"` holds, as in Starlette, though
+            # str(request.url) is percent-encoded: both sides are compared encoded.
+            return _ascii_form(str(self)) == _ascii_form(str(other))
         return NotImplemented
 
     def __hash__(self) -> int:
-        return hash(str(self))
+        return hash(_ascii_form(str(self)))
 
     def __str__(self) -> str:
         url = self._url

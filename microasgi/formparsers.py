@@ -31,6 +31,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser as _MultipartStream
 from python_multipart.multipart import QuerystringParser as _QuerystringStream
 
+from ._spool import SharedSpool, SharedSpooledFile
 from .concurrency import run_in_threadpool
 from .datastructures import FormData, Headers, UploadFile
 from .exceptions import HTTPException
@@ -68,7 +69,8 @@ _MIN_FEED_SIZE = 4 * KiB
 _FLUSH_SIZE = 256 * KiB
 # SECURITY: the files of one form keep at most this many times spool_max_size in memory
 # together; past that every file spools to disk, so a thousand small files cannot pin a
-# thousand times spool_max_size when max_body_size is lifted for a route.
+# thousand times spool_max_size when max_body_size is lifted for a route. On disk they share
+# one temporary file (see microasgi._spool), so they cannot pin a thousand descriptors either.
 _SPOOLED_FILES = 8
 # PERF: the most percent-decoded in one pass. A pass holds about 200 bytes per escape until
 # it joins the pieces, so slices keep that under a MiB whatever a field holds, at no
@@ -113,6 +115,10 @@ _HEX_BYTES = {
 # extension ("evil\u202egpj.exe" shows as "evilexe.jpg").
 _UNSAFE_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _DRIVE = re.compile(r"^[A-Za-z]:")
+_SINGLE_PART_HEADERS = {
+    b"content-disposition": "Content-Disposition",
+    b"content-type": "Content-Type",
+}
 _HEADER_ERRORS = {
     "Maximum header count exceeded": "max_part_headers",
     "Maximum header size exceeded": "max_part_header_size",
@@ -295,6 +301,20 @@ def _boundary(options: dict[str, str]) -> bytes:
             f"long, the limit is {MAX_BOUNDARY_LENGTH}",
         )
     return boundary.encode("latin-1")
+
+
+def _refuse_repeated(headers: list[tuple[bytes, bytes]]) -> None:
+    """Refuse a part that gives Content-Disposition or Content-Type more than once."""
+    # SECURITY: parsers disagree on which copy wins (the first here, the last in others), so a
+    # proxy or scanner in front could see another name, file name or type than the app does.
+    seen: set[bytes] = set()
+    for name, _ in headers:
+        if name in _SINGLE_PART_HEADERS:
+            if name in seen:
+                raise HTTPException(
+                    400, f"Malformed multipart part: {_SINGLE_PART_HEADERS[name]} given twice"
+                )
+            seen.add(name)
 
 
 def _too_many(what: str, limit: int, name: str) -> HTTPException:
@@ -531,7 +551,8 @@ class MultiPartParser(_StreamingParser):
     ``charset`` of its own ``Content-Type`` when it names one (a 400 when that charset is not
     UTF-8, US-ASCII or ISO-8859-1), else with the request's. Each part may have at most
     ``max_part_headers`` headers of ``max_part_header_size`` bytes. Files spool to disk
-    past ``spool_max_size``, the rollover and every disk write in a worker thread.
+    past ``spool_max_size``, the rollover and every disk write in a worker thread; on disk
+    they share one temporary file, so a form holds one descriptor however many files it has.
     """
 
     def __init__(self, boundary: bytes, limits: Limits, charset: str = "utf-8") -> None:
@@ -543,6 +564,7 @@ class MultiPartParser(_StreamingParser):
         self._spool_max_size = max(spool, 1)
         self._memory_budget = spool * _SPOOLED_FILES
         self._in_memory = 0
+        self._spool = SharedSpool()
         self._files = 0
         self._uploads: list[UploadFile] = []
         self._header_name: list[bytes] = []
@@ -625,6 +647,7 @@ class MultiPartParser(_StreamingParser):
         self._header_name, self._header_value = [], []
 
     def _on_headers_finished(self) -> None:
+        _refuse_repeated(self._headers)
         headers = Headers(raw=self._headers)
         disposition = headers.get("content-disposition")
         if disposition is None:
@@ -652,7 +675,7 @@ class MultiPartParser(_StreamingParser):
         if limit is not None and self._files > limit:
             raise _too_many("files", limit, "max_files")
         # NOTE: the file outlives this call: FormData.close() or abort() closes it.
-        file = tempfile.SpooledTemporaryFile(max_size=self._spool_max_size)  # noqa: SIM115
+        file = SharedSpooledFile(self._spool, self._spool_max_size)
         self._upload = UploadFile(
             cast(BinaryIO, file),
             size=0,

@@ -20,7 +20,8 @@ class Limits:
 
     Only the fields given explicitly override the enclosing level, so
     ``@app.post("/upload", limits=Limits(max_body_size=None))`` lifts the body limit for
-    that route and keeps every other limit of the app. ``None`` means unbounded.
+    that route and keeps every other limit of the app. ``None`` means unbounded, except for
+    ``spool_max_size``, which must be a number (``ValueError`` otherwise).
 
     - ``max_body_size``: request body bytes (413 above it; also bounds uploaded files).
     - ``max_fields`` / ``max_files``: form fields and files (400 above them).
@@ -56,7 +57,16 @@ class Limits:
             raise TypeError(f"Limits() got unknown limits: {', '.join(unknown)}")
         for name, default in _DEFAULTS.items():
             value = values.get(name, default)
-            if value is not None and (not isinstance(value, (int, float)) or value < 0):
+            if value is None and name in _REQUIRED:
+                raise ValueError(_REQUIRED[name])
+            # NOTE: bool is an int, and NaN compares false with everything, so neither would
+            # be caught by the sign test; both are mistakes, not limits.
+            if value is not None and (
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
+                or value != value
+                or value < 0
+            ):
                 raise ValueError(f"Limits.{name} must be a non-negative number or None")
             object.__setattr__(self, name, value)
         object.__setattr__(self, "_explicit", frozenset(values))
@@ -71,6 +81,15 @@ class Limits:
         object.__setattr__(merged, "_explicit", self._explicit | override._explicit)
         return merged
 
+
+_REQUIRED = {
+    # SECURITY: an unbounded spool would hold every upload whole in memory.
+    "spool_max_size": (
+        "Limits.spool_max_size cannot be None: it is the number of bytes of an upload kept in "
+        "memory before it goes to disk (0 puts every file on disk)"
+    ),
+}
+"""The limits that have no unbounded setting, with the reason None is refused."""
 
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Limits) if f.name != "_explicit"}
 _NAMES = tuple(_DEFAULTS)

@@ -98,7 +98,10 @@ class HTTPConnection(Mapping[str, Any]):
         Inside a mounted Router this is the app's root, not the mount's.
         """
         root_path = _app_roots(self.scope)[0][1]
-        return self.url.replace(path=_quote_root(root_path) + "/", query="", fragment="")
+        base = self.url.replace(path=_quote_root(root_path) + "/", query="", fragment="")
+        # NOTE: like request.url.path, base_url.path is decoded (the string stays encoded).
+        base._path = root_path.rstrip("/") + "/"
+        return base
 
     @property
     def headers(self) -> Headers:
@@ -173,6 +176,7 @@ class Request(HTTPConnection):
 
     __slots__ = (
         "_buffered",
+        "_buffered_size",
         "_form",
         "_is_disconnected",
         "_json",
@@ -208,8 +212,14 @@ class Request(HTTPConnection):
         limit = self._start_reading()
         pending = self._pending()
         more = True
+        backlog: list[Message] = []
         while more:
-            message = pending.pop(0) if pending else await self._receive()
+            if not backlog and pending:
+                # PERF: polled messages are taken in one go, oldest last, so each costs O(1)
+                # (pop(0) would move the rest every time); later polls queue behind them.
+                backlog = pending[::-1]
+                pending.clear()
+            message = backlog.pop() if backlog else await self._receive()
             chunk, more = self._take(message, limit)
             if chunk:
                 yield chunk
@@ -225,8 +235,14 @@ class Request(HTTPConnection):
         pending = self._pending()
         chunks: list[bytes] = []
         more = True
+        backlog: list[Message] = []
         while more:
-            message = pending.pop(0) if pending else await self._receive()
+            if not backlog and pending:
+                # PERF: polled messages are taken in one go, oldest last, so each costs O(1)
+                # (pop(0) would move the rest every time); later polls queue behind them.
+                backlog = pending[::-1]
+                pending.clear()
+            message = backlog.pop() if backlog else await self._receive()
             chunk, more = self._take(message, limit)
             if chunk:
                 chunks.append(chunk)
@@ -332,14 +348,17 @@ class Request(HTTPConnection):
 
     def _buffer(self, message: Message) -> None:
         """Keep a body message read by a poll, so stream() still yields it."""
-        buffered = self._pending()
-        buffered.append(message)
+        self._pending().append(message)
+        # PERF: a running total, so that polling n times costs O(n), not O(n²). Every polled
+        # byte is a body byte, so a total over the limit means the body is over it too.
+        size: int = getattr(self, "_buffered_size", 0) + len(message.get("body", b""))
+        self._buffered_size = size
         limit = limits_for(self.scope).max_body_size
-        if limit is not None and sum(len(m.get("body", b"")) for m in buffered) > limit:
+        if limit is not None and size > limit:
             raise _too_large(limit)
 
     def _pending(self) -> list[Message]:
-        """The list of polled body messages, which the reading loop pops from.
+        """The list of polled body messages, which the reading loop takes from.
 
         The loop keeps this very list, so a message that is_disconnected() polls between two
         chunks of stream() is still read, in order.

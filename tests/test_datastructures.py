@@ -317,6 +317,47 @@ def test_no_host_header_can_change_the_path_or_authority(host: str) -> None:
     assert reparsed.netloc == url.netloc
 
 
+def test_replace_keeps_the_decoded_path_and_query_of_a_scope_url() -> None:
+    url = URL(scope=http_scope("/café docs/a?b", query_string="q=é".encode()))
+    for copy in (
+        url.replace(scheme="https"),
+        url.replace(hostname="other.example", port=8443),
+        url.replace(fragment="top").replace(netloc="x.example"),
+    ):
+        assert copy.path == "/café docs/a?b"
+        assert copy.query == "q=é"
+        assert copy.fragment == "" or copy.fragment == "top"
+    secure = url.replace(scheme="https")
+    # The string form stays percent-encoded: nothing in the path can move the query.
+    assert str(secure) == "https://example.com/caf%C3%A9%20docs/a%3Fb?q=%C3%A9"
+    assert URL(str(secure)).query == "q=%C3%A9"
+    # What is replaced is taken as given, as for a URL built from a string.
+    assert url.replace(path="/a%20b").path == "/a%20b"
+    assert url.replace(query="x=%C3%A9").query == "x=%C3%A9"
+    assert url.replace(query="x=1").path == "/café docs/a?b"
+    assert url.include_query_params(page=2).query == "q=%C3%A9&page=2"
+    assert url.include_query_params(page=2).path == "/café docs/a?b"
+    # A URL built from a string keeps what the string says through replace().
+    plain = URL("http://example.com/caf%C3%A9?q=%C3%A9")
+    assert plain.replace(scheme="https").path == "/caf%C3%A9"
+    assert plain.replace(scheme="https").query == "q=%C3%A9"
+
+
+def test_urls_compare_in_their_percent_encoded_form() -> None:
+    url = URL(scope=http_scope("/café docs", query_string="q=é".encode()))
+    assert url == "http://example.com/café docs?q=é"
+    assert url == "http://example.com/caf%C3%A9%20docs?q=%C3%A9"
+    assert url == URL("http://example.com/café docs?q=é")
+    assert hash(url) == hash(URL("http://example.com/café docs?q=é"))
+    assert hash(url) == hash("http://example.com/caf%C3%A9%20docs?q=%C3%A9")
+    # Escapes are compared as sent: an encoded slash is not a slash, nor %25 a percent sign.
+    assert URL("http://example.com/a%2Fb") != "http://example.com/a/b"
+    assert URL(scope=http_scope("/100%")) != "http://example.com/100%"
+    assert URL(scope=http_scope("/100%")) == "http://example.com/100%25"
+    assert url != "http://example.com/caf%C3%A9%20docs?q=%C3%A8"
+    assert url != 1
+
+
 # --- ImmutableMultiDict / MultiDict -------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -37,6 +38,7 @@ from microasgi.types import Message
 ClientFactory = Callable[..., TestClient]
 URLENCODED = {"content-type": "application/x-www-form-urlencoded"}
 MULTIPART = {"content-type": "multipart/form-data; boundary=x"}
+MiB = 1024 * 1024
 
 
 def part(headers: str, body: bytes = b"", encoding: str = "utf-8") -> bytes:
@@ -613,6 +615,48 @@ async def test_multipart_epilogue_and_blank_preamble_are_ignored() -> None:
             multipart(part('Content-Disposition: form-data; name="a')),
             "Malformed multipart Content-Disposition: unexpected",
         ),
+        # Parsers disagree on which of two copies wins, so neither is chosen.
+        (
+            multipart(
+                part(
+                    'Content-Disposition: form-data; name="a"\r\n'
+                    'Content-Disposition: form-data; name="b"; filename="evil.php"',
+                    b"1",
+                )
+            ),
+            "Malformed multipart part: Content-Disposition given twice",
+        ),
+        (
+            multipart(
+                part(
+                    'content-disposition: form-data; name="a"\r\n'
+                    'CONTENT-DISPOSITION: form-data; name="a"',
+                    b"1",
+                )
+            ),
+            "Malformed multipart part: Content-Disposition given twice",
+        ),
+        (
+            multipart(
+                part(
+                    'Content-Disposition: form-data; name="f"; filename="x"\r\n'
+                    "Content-Type: image/png\r\nContent-Type: text/html",
+                    b"1",
+                )
+            ),
+            "Malformed multipart part: Content-Type given twice",
+        ),
+        (
+            multipart(
+                part(
+                    'Content-Disposition: form-data; name="a"\r\n'
+                    "Content-Type: text/plain; charset=utf-8\r\n"
+                    "Content-Type: text/plain; charset=iso-8859-1",
+                    b"\xe9",
+                )
+            ),
+            "Malformed multipart part: Content-Type given twice",
+        ),
     ],
 )
 def test_malformed_multipart_is_a_400(
@@ -926,7 +970,8 @@ async def test_spool_max_size_zero_puts_every_file_on_disk(
     body = multipart(file_part("a", "a", b"1"), file_part("b", "b"), file_part("c", "c", b"22"))
     form = await MultiPartParser(b"x", Limits(spool_max_size=0)).parse(chunks_of(body, 7))
     assert [u._in_memory for u in form.values()] == [False, True, False]  # type: ignore[union-attr]
-    assert len(recording_files) == 2
+    # The two files on disk share one temporary file.
+    assert len(recording_files) == 1
     assert threading.get_ident() not in recording_files[0].write_threads
     assert [await u.read() for u in form.values()] == [b"1", b"", b"22"]  # type: ignore[union-attr]
     await form.close()
@@ -942,29 +987,218 @@ async def test_the_files_of_a_form_share_a_memory_budget(
     form = await MultiPartParser(b"x", limits).parse(chunks_of(multipart(*files), 4096))
     uploads = [u for u in form.values() if isinstance(u, UploadFile)]
     assert [u._in_memory for u in uploads] == [True] * 8 + [False] * 12
-    assert len(recording_files) == 12
+    # The twelve files on disk share one temporary file, so one descriptor.
+    assert len(recording_files) == 1
     for i, upload in enumerate(uploads):
         assert await upload.read() == b"%03d" % i * 300
     await form.close()
 
 
+def test_limits_refuse_an_unbounded_spool() -> None:
+    with pytest.raises(ValueError, match="spool_max_size cannot be None"):
+        Limits(spool_max_size=None)
+    assert Limits(spool_max_size=0).spool_max_size == 0
+    with pytest.raises(ValueError, match="spool_max_size cannot be None"):
+        Limits().merged(Limits(spool_max_size=None))
+
+
+@pytest.mark.parametrize("value", [True, False, float("nan"), -1, "10"])
+def test_limits_refuse_values_that_are_not_sizes(value: Any) -> None:
+    with pytest.raises(ValueError, match="must be a non-negative number or None"):
+        Limits(max_part_size=value)
+
+
+async def spooled_form(*contents: bytes) -> FormData:
+    """A form of one file per content, every one of them on disk (spool_max_size=0)."""
+    files = [file_part(f"f{i}", f"{i}.bin", data) for i, data in enumerate(contents)]
+    limits = Limits(spool_max_size=0, max_body_size=None)
+    return await MultiPartParser(b"x", limits).parse(chunks_of(multipart(*files), 1000))
+
+
+def uploads_of(form: FormData) -> list[UploadFile]:
+    return [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
+
+
+@pytest.mark.anyio
+async def test_files_on_disk_share_one_temporary_file_and_keep_their_own_data(
+    recording_files: list[RecordingFile],
+) -> None:
+    contents = [bytes([65 + i]) * (i * 37 + 1) for i in range(50)]
+    form = await spooled_form(*contents)
+    uploads = uploads_of(form)
+    assert not any(upload._in_memory for upload in uploads)
+    assert len(recording_files) == 1
+    # Read out of order, in part, and again after a seek.
+    for index in (49, 0, 25, 1):
+        upload = uploads[index]
+        assert upload.size == len(contents[index])
+        assert await upload.read(3) == contents[index][:3]
+        await upload.seek(0)
+        assert await upload.read() == contents[index]
+        assert await upload.read() == b""
+    await form.close()
+    assert all(upload.file.closed for upload in uploads)
+
+
+@pytest.mark.anyio
+async def test_concurrent_reads_of_files_sharing_a_spool() -> None:
+    contents = [bytes(range(256)) * 400 * (i + 1) for i in range(6)]
+    form = await spooled_form(*contents)
+    uploads = uploads_of(form)
+    results: dict[int, bytes] = {}
+
+    async def read_all(index: int) -> None:
+        pieces = []
+        while piece := await uploads[index].read(1000):
+            pieces.append(piece)
+        results[index] = b"".join(pieces)
+
+    async with anyio.create_task_group() as group:
+        for index in range(len(uploads)):
+            group.start_soon(read_all, index)
+    assert [results[index] for index in range(len(uploads))] == contents
+    await form.close()
+
+
+@pytest.mark.anyio
+async def test_writing_to_a_file_on_disk_never_touches_the_next_one() -> None:
+    form = await spooled_form(b"first", b"second", b"third")
+    first, second, third = uploads_of(form)
+    await first.seek(5)
+    await first.write(b" grown past its region")
+    await first.seek(0)
+    await first.write(b"FIRST")
+    await third.seek(0)
+    await third.write(b"THIRD and more")
+    for upload, expected in (
+        (first, b"FIRST grown past its region"),
+        (second, b"second"),
+        (third, b"THIRD and more"),
+    ):
+        await upload.seek(0)
+        assert await upload.read() == expected
+    await form.close()
+
+
+@pytest.mark.anyio
+async def test_a_file_on_disk_works_as_a_file_object() -> None:
+    form = await spooled_form(b"line one\nline two\nlast", b"next")
+    upload = uploads_of(form)[0]
+    file: Any = upload.file
+    assert file.readable() and file.writable() and file.seekable()
+    assert file.mode == "rb+"
+    assert file.name is not None
+    assert file.tell() == 0
+    assert file.readline() == b"line one\n"
+    assert file.readline(4) == b"line"
+    assert file.readline() == b" two\n"
+    assert file.readline() == b"last"
+    assert file.readline() == b""
+    file.seek(0)
+    assert list(file) == [b"line one\n", b"line two\n", b"last"]
+    assert file.seek(-4, io.SEEK_END) == 18
+    buffer = bytearray(10)
+    assert file.readinto(buffer) == 4
+    assert bytes(buffer[:4]) == b"last"
+    assert file.seek(-8, io.SEEK_CUR) == 14
+    assert file.read1(3) == b"two"
+    with pytest.raises(ValueError, match="negative seek position"):
+        file.seek(-1)
+    with pytest.raises(ValueError, match="invalid whence"):
+        file.seek(0, 3)
+    with pytest.raises(io.UnsupportedOperation, match="read it with read"):
+        file.fileno()
+    with pytest.raises(io.UnsupportedOperation, match="read it with read"):
+        file._file.fileno()
+    file.seek(0)
+    file.writelines([b"LINE", memoryview(b" ONE")])
+    assert file.truncate() == 8
+    file.seek(0)
+    assert file.read() == b"LINE ONE"
+    assert file.truncate(12) == 12
+    file.seek(0)
+    assert file.read() == b"LINE ONE\0\0\0\0"
+    with pytest.raises(ValueError, match="negative size"):
+        file.truncate(-1)
+    # The next file is intact after all that.
+    assert await uploads_of(form)[1].read() == b"next"
+    await form.close()
+    with pytest.raises(ValueError, match="closed file"):
+        file.read()
+
+
+@pytest.mark.anyio
+async def test_the_shared_file_closes_with_the_last_file_on_disk_and_reopens(
+    recording_files: list[RecordingFile],
+) -> None:
+    files = [file_part("a", "a", b"A" * 100), file_part("b", "b", b"B" * 100)]
+    limits = Limits(spool_max_size=150, max_body_size=None)
+    form = await MultiPartParser(b"x", limits).parse(chunks_of(multipart(*files), 1000))
+    first, second = uploads_of(form)
+    assert first._in_memory and second._in_memory
+    assert recording_files == []
+    await first.seek(100)
+    await first.write(b"a" * 100)  # past spool_max_size: it rolls over
+    assert not first._in_memory
+    assert len(recording_files) == 1
+    await first.close()
+    assert recording_files[0].closed
+    await second.seek(100)
+    await second.write(b"b" * 100)
+    assert len(recording_files) == 2
+    await second.seek(0)
+    assert await second.read() == b"B" * 100 + b"b" * 100
+    await form.close()
+    assert recording_files[1].closed
+
+
+@pytest.mark.anyio
+async def test_a_form_of_a_thousand_files_holds_at_most_one_descriptor() -> None:
+    fd_dir = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+    if not os.path.isdir(fd_dir):
+        pytest.skip("no way to count open descriptors here")
+    # The default limits: 8 files of 1 MiB spend the memory budget, 992 tiny files follow.
+    files = [file_part(f"big{i}", "b", b"a" * MiB) for i in range(8)]
+    files += [file_part("s", "s", b"x") for _ in range(992)]
+    before = len(os.listdir(fd_dir))
+    form = await MultiPartParser(b"x", Limits()).parse(chunks_of(multipart(*files), 65536))
+    uploads = uploads_of(form)
+    assert len(uploads) == 1000
+    assert sum(not upload._in_memory for upload in uploads) == 992
+    assert len(os.listdir(fd_dir)) - before <= 1
+    assert await uploads[-1].read() == b"x"
+    await form.close()
+    assert len(os.listdir(fd_dir)) == before
+
+
 # --- failures release what they hold ---------------------------------------------------------
 
 
-class TrackedSpooledFile(tempfile.SpooledTemporaryFile):  # type: ignore[type-arg]
-    instances: list[TrackedSpooledFile] = []
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        TrackedSpooledFile.instances.append(self)
+TrackedSpooledFile = tempfile.SpooledTemporaryFile  # type: ignore[type-arg]
+_REAL_SPOOLED_INIT = tempfile.SpooledTemporaryFile.__init__
 
 
 @pytest.fixture
 def tracked_files(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[TrackedSpooledFile]]:
-    TrackedSpooledFile.instances = []
-    monkeypatch.setattr(tempfile, "SpooledTemporaryFile", TrackedSpooledFile)
-    yield TrackedSpooledFile.instances
-    assert all(file.closed for file in TrackedSpooledFile.instances)
+    # NOTE: the standard library's __init__ is wrapped, so that every SpooledTemporaryFile,
+    # subclasses included, is recorded, and every temporary file on disk with them.
+    instances: list[TrackedSpooledFile] = []
+    on_disk: list[Any] = []
+    real_temporary_file = tempfile.TemporaryFile
+
+    def init(self: TrackedSpooledFile, *args: Any, **kwargs: Any) -> None:
+        _REAL_SPOOLED_INIT(self, *args, **kwargs)
+        instances.append(self)
+
+    def temporary_file(*args: Any, **kwargs: Any) -> Any:
+        on_disk.append(real_temporary_file(*args, **kwargs))
+        return on_disk[-1]
+
+    monkeypatch.setattr(tempfile.SpooledTemporaryFile, "__init__", init)
+    monkeypatch.setattr(tempfile, "TemporaryFile", temporary_file)
+    yield instances
+    assert all(file.closed for file in instances)
+    assert all(file.closed for file in on_disk)
 
 
 @pytest.mark.anyio

@@ -87,21 +87,32 @@ def form_app(**route_limits: Any) -> tuple[App, list[UploadFile]]:
     return app, uploads
 
 
-class TrackedSpooledFile(tempfile.SpooledTemporaryFile):  # type: ignore[type-arg]
-    instances: list[TrackedSpooledFile] = []
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        TrackedSpooledFile.instances.append(self)
+TrackedSpooledFile = tempfile.SpooledTemporaryFile  # type: ignore[type-arg]
+_REAL_SPOOLED_INIT = tempfile.SpooledTemporaryFile.__init__
 
 
 @pytest.fixture
 def spooled_files(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[TrackedSpooledFile]]:
     """Every upload file created during the test; all must be closed at its end."""
-    TrackedSpooledFile.instances = []
-    monkeypatch.setattr(tempfile, "SpooledTemporaryFile", TrackedSpooledFile)
-    yield TrackedSpooledFile.instances
-    assert all(file.closed for file in TrackedSpooledFile.instances)
+    # NOTE: the standard library's __init__ is wrapped, so that every SpooledTemporaryFile,
+    # subclasses included, is recorded, and every temporary file on disk with them.
+    instances: list[TrackedSpooledFile] = []
+    on_disk: list[Any] = []
+    real_temporary_file = tempfile.TemporaryFile
+
+    def init(self: TrackedSpooledFile, *args: Any, **kwargs: Any) -> None:
+        _REAL_SPOOLED_INIT(self, *args, **kwargs)
+        instances.append(self)
+
+    def temporary_file(*args: Any, **kwargs: Any) -> Any:
+        on_disk.append(real_temporary_file(*args, **kwargs))
+        return on_disk[-1]
+
+    monkeypatch.setattr(tempfile.SpooledTemporaryFile, "__init__", init)
+    monkeypatch.setattr(tempfile, "TemporaryFile", temporary_file)
+    yield instances
+    assert all(file.closed for file in instances)
+    assert all(file.closed for file in on_disk)
 
 
 def post(client: TestClient, body: Any, headers: dict[str, str] = MULTIPART) -> Any:

@@ -261,6 +261,50 @@ async def test_polling_never_buffers_past_the_body_limit() -> None:
     assert info.value.status_code == 413
 
 
+class CountedBytes(bytes):
+    """Bytes that count how often their length is taken."""
+
+    lengths = 0
+
+    def __len__(self) -> int:
+        CountedBytes.lengths += 1
+        return super().__len__()
+
+
+@pytest.mark.anyio
+async def test_polling_before_the_body_is_read_costs_linear_time() -> None:
+    # Each poll once summed the size of every message buffered so far: n polls, n²/2 sums.
+    polls = 300
+    messages: list[Message] = [
+        {"type": "http.request", "body": CountedBytes(b"x"), "more_body": True}
+        for _ in range(polls)
+    ]
+    messages.append({"type": "http.request", "body": b"", "more_body": False})
+    request = Request(make_scope(app=App(max_body_size=10 * polls)), receiver(*messages))
+    CountedBytes.lengths = 0
+    for _ in range(polls):
+        assert not await request.is_disconnected()
+    assert CountedBytes.lengths <= 2 * polls
+    assert await request.body() == b"x" * polls
+
+
+@pytest.mark.anyio
+async def test_polls_between_reads_count_toward_the_body_limit_once() -> None:
+    def chunk(body: bytes, more: bool = True) -> Message:
+        return {"type": "http.request", "body": body, "more_body": more}
+
+    request = Request(
+        make_scope(app=App(max_body_size=6)),
+        receiver(chunk(b"12"), chunk(b"34"), chunk(b"56"), chunk(b"", more=False)),
+    )
+    assert not await request.is_disconnected()
+    chunks = []
+    async for piece in request.stream():
+        chunks.append(piece)
+        assert not await request.is_disconnected()
+    assert chunks == [b"12", b"34", b"56"]
+
+
 @pytest.mark.anyio
 async def test_body_limit_from_content_length_reads_nothing() -> None:
     received: list[int] = []
@@ -574,3 +618,21 @@ def test_limits_refuse_unknown_names_and_negative_values() -> None:
         Limits(max_bodysize=1)
     with pytest.raises(ValueError, match="max_fields must be a non-negative number"):
         Limits(max_fields=-1)
+
+
+def test_base_url_path_is_decoded_like_the_url_path() -> None:
+    request = Request(make_scope(path="/my app/x", root_path="/my app"))
+    assert request.url.path == "/my app/x"
+    assert request.base_url.path == "/my app/"
+    assert str(request.base_url) == "http://example.com/my%20app/"
+
+
+def test_request_url_keeps_its_meaning_through_replace() -> None:
+    scope = make_scope(path="/café docs", query_string="q=é".encode())
+    url = Request(scope).url
+    secure = url.replace(scheme="https")
+    assert (url.path, url.query) == ("/café docs", "q=é")
+    assert (secure.path, secure.query) == ("/café docs", "q=é")
+    assert str(secure) == "https://example.com/caf%C3%A9%20docs?q=%C3%A9"
+    assert url == "http://example.com/café docs?q=é"
+    assert secure == "https://example.com/café docs?q=é"
