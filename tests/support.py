@@ -7,7 +7,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -104,3 +107,32 @@ class RedisServer:
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
             return False
+
+
+TrackedSpooledFile = tempfile.SpooledTemporaryFile  # type: ignore[type-arg]
+_REAL_SPOOLED_INIT = tempfile.SpooledTemporaryFile.__init__
+
+
+def track_spooled_files(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[TrackedSpooledFile]]:
+    """Record every upload file made meanwhile; on exit, check they and their disk files closed.
+
+    The standard library's ``__init__`` is wrapped, so that every SpooledTemporaryFile,
+    subclasses included, is recorded, and every temporary file on disk with them.
+    """
+    instances: list[TrackedSpooledFile] = []
+    on_disk: list[Any] = []
+    real_temporary_file = tempfile.TemporaryFile
+
+    def init(self: TrackedSpooledFile, *args: Any, **kwargs: Any) -> None:
+        _REAL_SPOOLED_INIT(self, *args, **kwargs)
+        instances.append(self)
+
+    def temporary_file(*args: Any, **kwargs: Any) -> Any:
+        on_disk.append(real_temporary_file(*args, **kwargs))
+        return on_disk[-1]
+
+    monkeypatch.setattr(tempfile.SpooledTemporaryFile, "__init__", init)
+    monkeypatch.setattr(tempfile, "TemporaryFile", temporary_file)
+    yield instances
+    assert all(file.closed for file in instances)
+    assert all(file.closed for file in on_disk)

@@ -34,6 +34,7 @@ from microasgi.requests import FORM_KEY, Request
 from microasgi.responses import StreamingResponse
 from microasgi.testing import TestClient
 from microasgi.types import Message
+from tests.support import TrackedSpooledFile, track_spooled_files
 
 ClientFactory = Callable[..., TestClient]
 URLENCODED = {"content-type": "application/x-www-form-urlencoded"}
@@ -1174,31 +1175,9 @@ async def test_a_form_of_a_thousand_files_holds_at_most_one_descriptor() -> None
 # --- failures release what they hold ---------------------------------------------------------
 
 
-TrackedSpooledFile = tempfile.SpooledTemporaryFile  # type: ignore[type-arg]
-_REAL_SPOOLED_INIT = tempfile.SpooledTemporaryFile.__init__
-
-
 @pytest.fixture
 def tracked_files(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[TrackedSpooledFile]]:
-    # NOTE: the standard library's __init__ is wrapped, so that every SpooledTemporaryFile,
-    # subclasses included, is recorded, and every temporary file on disk with them.
-    instances: list[TrackedSpooledFile] = []
-    on_disk: list[Any] = []
-    real_temporary_file = tempfile.TemporaryFile
-
-    def init(self: TrackedSpooledFile, *args: Any, **kwargs: Any) -> None:
-        _REAL_SPOOLED_INIT(self, *args, **kwargs)
-        instances.append(self)
-
-    def temporary_file(*args: Any, **kwargs: Any) -> Any:
-        on_disk.append(real_temporary_file(*args, **kwargs))
-        return on_disk[-1]
-
-    monkeypatch.setattr(tempfile.SpooledTemporaryFile, "__init__", init)
-    monkeypatch.setattr(tempfile, "TemporaryFile", temporary_file)
-    yield instances
-    assert all(file.closed for file in instances)
-    assert all(file.closed for file in on_disk)
+    yield from track_spooled_files(monkeypatch)
 
 
 @pytest.mark.anyio

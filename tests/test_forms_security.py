@@ -32,6 +32,7 @@ from microasgi.limits import Limits
 from microasgi.requests import Request
 from microasgi.testing import AsyncTestClient, TestClient
 from microasgi.types import Message
+from tests.support import TrackedSpooledFile, track_spooled_files
 from tests.test_formparsers import field, file_part, make_scope, multipart, part
 
 ClientFactory = Callable[..., TestClient]
@@ -87,32 +88,10 @@ def form_app(**route_limits: Any) -> tuple[App, list[UploadFile]]:
     return app, uploads
 
 
-TrackedSpooledFile = tempfile.SpooledTemporaryFile  # type: ignore[type-arg]
-_REAL_SPOOLED_INIT = tempfile.SpooledTemporaryFile.__init__
-
-
 @pytest.fixture
 def spooled_files(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[TrackedSpooledFile]]:
     """Every upload file created during the test; all must be closed at its end."""
-    # NOTE: the standard library's __init__ is wrapped, so that every SpooledTemporaryFile,
-    # subclasses included, is recorded, and every temporary file on disk with them.
-    instances: list[TrackedSpooledFile] = []
-    on_disk: list[Any] = []
-    real_temporary_file = tempfile.TemporaryFile
-
-    def init(self: TrackedSpooledFile, *args: Any, **kwargs: Any) -> None:
-        _REAL_SPOOLED_INIT(self, *args, **kwargs)
-        instances.append(self)
-
-    def temporary_file(*args: Any, **kwargs: Any) -> Any:
-        on_disk.append(real_temporary_file(*args, **kwargs))
-        return on_disk[-1]
-
-    monkeypatch.setattr(tempfile.SpooledTemporaryFile, "__init__", init)
-    monkeypatch.setattr(tempfile, "TemporaryFile", temporary_file)
-    yield instances
-    assert all(file.closed for file in instances)
-    assert all(file.closed for file in on_disk)
+    yield from track_spooled_files(monkeypatch)
 
 
 def post(client: TestClient, body: Any, headers: dict[str, str] = MULTIPART) -> Any:
