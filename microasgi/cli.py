@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.machinery
 import importlib.util
 import os
 import shutil
@@ -22,6 +23,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("app", help="the app to serve, as module:attribute (e.g. main:app)")
     run.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     run.add_argument("--port", type=_port, default=8000, help="port to bind (default 8000)")
+    run.add_argument(
+        "--factory",
+        action="store_true",
+        help="the attribute is a function taking no arguments that returns the app",
+    )
     run.add_argument("--reload", action="store_true", help="restart when the code changes")
     run.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     run.add_argument("--server", choices=SERVERS, default="uvicorn", help="default uvicorn")
@@ -58,10 +64,14 @@ def build_command(args: argparse.Namespace) -> list[str]:
     bind = ["--host", args.host, "--port", str(args.port)]
     if args.server == "uvicorn":
         command = ["-m", "uvicorn", args.app, *bind, "--workers", str(args.workers)]
+        command += ["--factory"] if args.factory else []
     elif args.server == "granian":
         command = ["-m", "granian", "--interface", "asgi", *bind, "--workers", str(args.workers)]
+        command += ["--factory"] if args.factory else []
     else:
-        command = ["-m", "hypercorn", args.app, "--bind", _bind(args.host, args.port)]
+        # NOTE: hypercorn has no factory option; it calls an app given as `module:f()`.
+        target = f"{args.app}()" if args.factory else args.app
+        command = ["-m", "hypercorn", target, "--bind", _bind(args.host, args.port)]
         command += ["--workers", str(args.workers)]
     command += ["--reload"] if args.reload else []
     if args.graceful_timeout is not None:
@@ -95,7 +105,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ["PYTHONPATH"] = os.pathsep.join(
         filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])
     )
+    package = args.app.partition(":")[0].partition(".")[0]
+    if not _findable(package):
+        # NOTE: checked here because hypercorn exits with status 0 when it cannot import
+        # the app; only the top-level name, which is found without running any of its code.
+        print(f"microasgi run: no module named {package!r} to import", file=sys.stderr)
+        return 2
     return _exec(command)
+
+
+def _findable(name: str) -> bool:
+    """Whether the server, run with this PYTHONPATH, would find the top-level module."""
+    path = [*os.environ["PYTHONPATH"].split(os.pathsep), *sys.path]
+    return importlib.machinery.PathFinder.find_spec(name, path) is not None
 
 
 def _exec(command: list[str]) -> NoReturn:

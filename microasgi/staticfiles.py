@@ -18,7 +18,7 @@ import anyio.to_thread
 from microasgi._ranges import ByteRange, multipart_framing, parse_range
 from microasgi.app import App
 from microasgi.background import BackgroundTask
-from microasgi.datastructures import encode_header
+from microasgi.datastructures import _QUERY_SAFE, encode_header
 from microasgi.exceptions import HTTPException
 from microasgi.lifespan import acknowledge_lifespan
 from microasgi.limits import limits_for
@@ -619,7 +619,9 @@ class StaticFiles:
         prefix = root_path.rstrip("/") if scope["path"].startswith(root_path) else ""
         url = quote(prefix + "/" + "".join(f"{segment}/" for segment in segments))
         query: bytes = scope.get("query_string", b"")
-        return f"{url}?{query.decode('latin-1')}" if query else url
+        # NOTE: the raw bytes are escaped here, as the client sent them; decoded to text
+        # first, a UTF-8 byte would be escaped once per latin-1 character it became.
+        return f"{url}?{quote(query, safe=_QUERY_SAFE)}" if query else url
 
     def __repr__(self) -> str:
         where = self.directory if self.directory is not None else self.all_directories

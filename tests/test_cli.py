@@ -63,6 +63,16 @@ def test_granian_and_hypercorn_commands() -> None:
     ]
 
 
+def test_factory_commands() -> None:
+    assert "--factory" in command_for("main:create_app", "--factory")
+    assert "--factory" not in command_for("main:app")
+    granian = command_for("main:create_app", "--factory", "--server", "granian")
+    assert granian[-2:] == ["--factory", "main:create_app"]
+    hypercorn = command_for("main:create_app", "--factory", "--server", "hypercorn")
+    assert hypercorn[3] == "main:create_app()"
+    assert "--factory" not in hypercorn
+
+
 @pytest.mark.parametrize(
     ("server", "option"),
     [
@@ -112,19 +122,22 @@ def test_missing_server_is_reported(
     assert "pip install granian" in capsys.readouterr().err
 
 
-@pytest.mark.integration
-def test_python_m_microasgi_serves_an_app(tmp_path: Path) -> None:
-    (tmp_path / "served.py").write_text(
-        "from microasgi import App\n"
-        "app = App()\n"
-        "@app.get('/')\n"
-        "async def home(request):\n"
-        "    return {'served': True}\n"
-    )
+@pytest.mark.parametrize("app", ["no_such_module_here:app", "no_such_package_here.sub:app"])
+def test_a_module_that_cannot_be_found_is_reported(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, app: str
+) -> None:
+    # hypercorn would start, fail to import it and exit with status 0.
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+    assert main(["run", app, "--server", "hypercorn"]) == 2
+    assert "no module named" in capsys.readouterr().err
+
+
+def _serve_until_answered(argv: list[str], cwd: Path) -> httpx.Response:
+    """Run ``python -m microasgi run ...`` in ``cwd``, return its answer to GET /, stop it."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "microasgi", "run", "served:app", "--port", str(port)],
-        cwd=tmp_path,
+        [sys.executable, "-m", "microasgi", "run", *argv, "--port", str(port)],
+        cwd=cwd,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": os.getcwd()},
@@ -133,13 +146,11 @@ def test_python_m_microasgi_serves_an_app(tmp_path: Path) -> None:
         deadline = time.monotonic() + 20
         while True:
             try:
-                response = httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
-                break
+                return httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
             except httpx.TransportError:
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise
                 time.sleep(0.1)
-        assert response.json() == {"served": True}
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -149,3 +160,34 @@ def test_python_m_microasgi_serves_an_app(tmp_path: Path) -> None:
             process.wait()
         assert process.stderr is not None
         process.stderr.close()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("server", ["uvicorn", "granian", "hypercorn"])
+def test_a_factory_is_served_by_every_server(tmp_path: Path, server: str) -> None:
+    (tmp_path / "factory.py").write_text(
+        "from microasgi import App\n"
+        "def create_app():\n"
+        "    app = App()\n"
+        "    @app.get('/')\n"
+        "    async def home(request):\n"
+        "        return {'made': True}\n"
+        "    return app\n"
+    )
+    response = _serve_until_answered(
+        ["factory:create_app", "--factory", "--server", server], tmp_path
+    )
+    assert response.json() == {"made": True}
+
+
+@pytest.mark.integration
+def test_python_m_microasgi_serves_an_app(tmp_path: Path) -> None:
+    (tmp_path / "served.py").write_text(
+        "from microasgi import App\n"
+        "app = App()\n"
+        "@app.get('/')\n"
+        "async def home(request):\n"
+        "    return {'served': True}\n"
+    )
+    response = _serve_until_answered(["served:app"], tmp_path)
+    assert response.json() == {"served": True}

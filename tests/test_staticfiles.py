@@ -440,6 +440,19 @@ async def test_html_redirect_location_is_always_same_origin(site: Path) -> None:
         assert (status, headers["location"]) == (307, location), path
 
 
+@pytest.mark.anyio
+async def test_html_redirect_keeps_the_query_bytes_as_sent(site: Path) -> None:
+    app = StaticFiles(directory=site, html=True)
+    for query, location in [
+        ("q=\u00e9".encode(), "/docs/?q=%C3%A9"),
+        (b"q=%C3%A9&x=a+b", "/docs/?q=%C3%A9&x=a+b"),
+        (b"q=\xff#frag", "/docs/?q=%FF%23frag"),
+    ]:
+        scope = scope_for("/docs", root_path="", query_string=query)
+        status, headers, _ = await call(app, scope)
+        assert (status, headers["location"]) == (307, location), query
+
+
 def test_html_mode_without_404_page(client_factory: ClientFactory, site: Path) -> None:
     (site / "404.html").unlink()
     with client_factory(mounted(site, html=True)) as client:
