@@ -24,7 +24,7 @@ from ._utils import callable_name, escape_for_log, is_async_callable
 from .concurrency import run_in_threadpool
 from .exceptions import ClientDisconnect, HTTPException, WebSocketException
 from .requests import Request
-from .responses import HTMLResponse, PlainTextResponse, Response
+from .responses import DISCONNECT_WATCH, DisconnectWatch, HTMLResponse, PlainTextResponse, Response
 from .types import Message, Receive, Scope, Send
 from .websockets import answer_error, close_quietly, connection_of, refuse
 
@@ -45,6 +45,15 @@ _REPORTED = "reported"
 The extension's dict is the one object every layer of a request shares (mounts copy the
 scope, not its extensions), so an outer App sees what an inner one reported.
 """
+
+
+class ResponseFailed(Exception):
+    """The response of an app below failed after it started, and that error was logged.
+
+    Raised where the response is read on (an http middleware's ``body_iterator``), so the
+    response made from it is not passed off as whole. It answers 500 when nothing was sent
+    yet, and is not logged a second time.
+    """
 
 
 def _already_reported(scope: Scope, exc: Exception) -> bool:
@@ -78,6 +87,13 @@ class ExceptionHandlers:
             raise exc
         if scope["type"] == "websocket":
             await self._handle_websocket(exc, scope, receive, send)
+            return
+        if isinstance(exc, ClientDisconnect):
+            watch: DisconnectWatch | None = scope.get(DISCONNECT_WATCH)
+            if watch is not None:
+                watch.gone = True
+        elif isinstance(exc, ResponseFailed):
+            await _send_safely(error_response(exc, scope, debug=False), scope, receive, send)
             return
         handler = self.lookup(exc)
         if handler is not None:
@@ -191,7 +207,7 @@ def _log(exc: Exception, scope: Scope, when: str) -> None:
     logger.error(
         "Unhandled %s in %s %s%s",
         type(exc).__name__,
-        scope.get("method", "WEBSOCKET"),
+        escape_for_log(scope.get("method", "WEBSOCKET")),
         escape_for_log(scope.get("path", "")),
         when,
         exc_info=exc,

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import anyio
+import anyio.lowlevel
 
 from microasgi._json import dump_json
 from microasgi.background import BackgroundTask
@@ -334,23 +335,34 @@ async def _send_or_gone(send: Send, message: Message) -> None:
         raise ClientDisconnect from exc
 
 
+CHECKPOINT_EVERY = 32
+"""Chunks a stream sends between two yields to the event loop.
+
+A body iterator that never waits would otherwise hold the loop for the whole stream, and
+before ASGI 2.4 a send to a client that left returns at once: the disconnect watcher
+would never run, and the stream would go on for no one.
+"""
+
 DISCONNECT_WATCH = "microasgi.disconnect_watch"
 """Scope key of a request's `DisconnectWatch`, put there by the http middleware."""
 
 
 class DisconnectWatch:
-    """How many streaming responses of one request listen for its disconnect right now.
+    """What the layers of one request under an http middleware know of its disconnect.
 
-    Under an http middleware, the app below and the response the middleware returns run
-    in one task. While the app below, stopped at a send, listens (holding its cancel
-    scopes open), a response streaming from it must not open scopes of its own, which
-    would interleave with them; the app below sees the disconnect and ends the body.
+    The app below and the response the middleware returns run in one task. ``active``
+    counts the streaming responses listening for the disconnect right now: while the app
+    below, stopped at a send, listens (holding its cancel scopes open), a response
+    streaming from it must not open scopes of its own, which would interleave with them;
+    the app below sees the disconnect and ends the body. ``gone`` is set once an error
+    layer below has ended the request quietly on a `ClientDisconnect`.
     """
 
-    __slots__ = ("active",)
+    __slots__ = ("active", "gone")
 
     def __init__(self) -> None:
         self.active = 0
+        self.gone = False
 
 
 def _spec_version(scope: Scope) -> tuple[int, ...]:
@@ -405,12 +417,16 @@ class StreamingResponse(Response):
                 },
             )
             charset = self.charset
+            sent = 0
             async for chunk in self.body_iterator:
                 if isinstance(chunk, str):
                     chunk = chunk.encode(charset)
                 await _send_or_gone(
                     send, {"type": "http.response.body", "body": chunk, "more_body": True}
                 )
+                sent += 1
+                if not sent % CHECKPOINT_EVERY:
+                    await anyio.lowlevel.checkpoint()
             await _send_or_gone(
                 send, {"type": "http.response.body", "body": b"", "more_body": False}
             )

@@ -11,11 +11,12 @@ from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Mapping
 from typing import Any, TypeAlias
 
 import anyio
+import anyio.lowlevel
 
 from microasgi.background import BackgroundTask
 from microasgi.concurrency import iterate_in_threadpool
 from microasgi.exceptions import ClientDisconnect
-from microasgi.responses import StreamingResponse, _send_or_gone
+from microasgi.responses import CHECKPOINT_EVERY, StreamingResponse, _send_or_gone
 from microasgi.types import Message, Receive, Scope, Send
 
 __all__ = ["EventSourceResponse", "ServerSentEvent"]
@@ -234,8 +235,12 @@ class EventSourceResponse(StreamingResponse):
         try:
             await self._send(send, self._start_message())
             if self.ping_interval is None:
+                sent = 0
                 async for chunk in self.body_iterator:
                     await self._send(send, _chunk_message(chunk))
+                    sent += 1
+                    if not sent % CHECKPOINT_EVERY:
+                        await anyio.lowlevel.checkpoint()
             else:
                 await self._stream_with_pings(send, self.ping_interval)
             await self._send(send, {"type": "http.response.body", "body": b""})

@@ -233,6 +233,44 @@ def test_unhandled_error_is_a_logged_500_without_traceback(
     assert "\\x1b[31m\\r\\nFAKE LOG LINE" in message
 
 
+@pytest.mark.anyio
+async def test_a_method_with_escape_sequences_is_escaped_in_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # HTTP/2 servers (hypercorn) may pass on a method holding ESC; HTTP/1.1 ones refuse it.
+    async def failing(scope: Scope, receive: Receive, send: Send) -> None:
+        raise RuntimeError("boom")
+
+    app = App()
+    app.mount("/raw", failing)
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope: Scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "2",
+        "method": "GET\x1b[2J\x1b[31mFAKE",
+        "scheme": "http",
+        "path": "/raw/x",
+        "raw_path": b"/raw/x",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver")],
+    }
+    with caplog.at_level(logging.ERROR, logger="microasgi"):
+        await app(scope, receive, send)
+    assert sent[0]["status"] == 500
+    message = caplog.records[-1].getMessage()
+    assert "\x1b" not in message
+    assert "GET\\x1b[2J\\x1b[31mFAKE /raw/x" in message
+
+
 def test_unhandled_error_is_reraised_to_the_test_client(client_factory: ClientFactory) -> None:
     app = App()
 

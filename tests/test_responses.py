@@ -708,3 +708,28 @@ async def test_streaming_denial_response_on_a_websocket_scope() -> None:
         "websocket.http.response.body",
     ]
     assert ran == ["task"]
+
+
+@pytest.mark.anyio
+async def test_a_stream_that_never_waits_stops_when_the_client_goes() -> None:
+    # ASGI 2.3: a send to a client that left returns at once, without yielding; the stream
+    # must still give the disconnect watcher a turn, and not run on for no one.
+    gone = anyio.Event()
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+        if len(sent) == 5:
+            gone.set()
+
+    async def tight() -> AsyncIterator[bytes]:
+        for _ in range(20_000):
+            yield b"x"
+
+    await StreamingResponse(tight())(http_scope("2.3"), receive, send)
+    assert 5 <= len(sent) < 200
+    assert sent[-1].get("more_body") is True

@@ -659,3 +659,17 @@ async def test_send_timeout_spares_a_client_that_reads() -> None:
     await serve(EventSourceResponse(three(), send_timeout=0.1), client)
     assert len(client.chunks) == 3
     assert client.messages[-1] == {"type": "http.response.body", "body": b""}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("ping", [None, 15])
+async def test_a_stream_that_never_waits_stops_when_the_client_goes(ping: float | None) -> None:
+    # ASGI 2.3: a send to a client that left returns at once, without yielding; the stream
+    # must still give the disconnect watcher a turn.
+    async def tight() -> AsyncIterator[str]:
+        for _ in range(20_000):
+            yield "x"
+
+    client = Client(leave_after=5)
+    await serve(EventSourceResponse(tight(), ping=ping), client, spec_version="2.3")
+    assert 5 <= len(client.chunks) < 200

@@ -28,8 +28,10 @@ from typing import Any
 
 import anyio
 
+from microasgi._errors import ResponseFailed
 from microasgi._utils import callable_name
 from microasgi.background import BackgroundTask
+from microasgi.exceptions import ClientDisconnect
 from microasgi.requests import BODY_KEY, FORM_KEY, Request
 from microasgi.responses import DISCONNECT_WATCH, DisconnectWatch, Response, StreamingResponse
 from microasgi.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
@@ -249,6 +251,11 @@ class _Below(StreamingResponse):
             message = None
         else:
             message = yield from self.step(first=yielded)
+        if message is None and request.scope[DISCONNECT_WATCH].gone:
+            # NOTE: the app below met the disconnect (reading the body, say) and its error
+            # layer ended it quietly, as a request ends once its client has gone: so does
+            # this one.
+            raise ClientDisconnect
         if message is None or message["type"] != "http.response.start":
             raise RuntimeError(
                 'Expected the app below the http middleware to send "http.response.start", '
@@ -375,9 +382,24 @@ class _Below(StreamingResponse):
             await self.discard()
             return
         # NOTE: the last body was taken; what the app does next (its background tasks)
-        # runs now, after the response. Anything it still sends has no one to go to.
-        while await self.step() is not None:
-            pass
+        # runs now, after the response. Anything it still sends has no one to go to, and
+        # a second response (an error answer to a failed background task) is refused, as
+        # a server refuses it.
+        while (message := await self.step()) is not None:
+            if message["type"] == "http.response.start":
+                await self._refuse(message)
+                return
+
+    async def _refuse(self, message: Message) -> None:
+        """Fail the send of ``message`` in the app below, and any it makes after it."""
+        self._ended = True
+        refused: Message | None = message
+        while refused is not None:
+            error = RuntimeError(
+                f'Unexpected ASGI message "{refused["type"]}": the response of the app below '
+                "has started (or ended) already"
+            )
+            refused = await self.step(error)
 
     async def next_chunk(self) -> bytes | Message | None:
         """The next body chunk of the app below (or its pathsend message), None at the end."""
@@ -406,6 +428,15 @@ class _Below(StreamingResponse):
             if kind == "http.response.pathsend":
                 self._ended = True
                 return message
+            if kind == "http.response.start":
+                await self._refuse(message)
+                # NOTE: the app below failed after its response started, and its error
+                # layer reported it: the body it gave is incomplete, and must not be passed
+                # off as whole.
+                raise ResponseFailed(
+                    "The response of the app below failed after it started; see the error "
+                    "logged before"
+                )
 
     # -- the response -------------------------------------------------------------------
 

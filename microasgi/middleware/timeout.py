@@ -64,7 +64,8 @@ class TimeoutMiddleware:
             await self.app(scope, receive, send_watched)
         if not deadline.cancelled_caught:
             return
-        where = f"{scope.get('method', '')} {escape_for_log(scope.get('path', ''))}"
+        # SECURITY: HTTP/2 servers may pass on a method holding escape sequences.
+        where = escape_for_log(f"{scope.get('method', '')} {scope.get('path', '')}")
         if started:
             logger.warning(
                 "%s was cancelled after %gs with its response under way; the stream was cut",

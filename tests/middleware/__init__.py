@@ -70,6 +70,9 @@ class Server:
         return {"type": "http.disconnect"}
 
     async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start" and self.messages:
+            # NOTE: as a server does: the response has started already.
+            raise RuntimeError("Unexpected ASGI message 'http.response.start' sent")
         self.messages.append(message)
         if message["type"] == "http.response.body":
             self.events.append(f"body:{bytes(message.get('body', b'')).decode('latin-1')}")

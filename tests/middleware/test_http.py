@@ -1582,3 +1582,119 @@ async def test_another_endless_stream_stops_when_the_client_goes() -> None:
     with anyio.fail_after(5):
         await app(http_scope("/", spec_version="2.3"), server.receive, server.send)
     assert server.body.startswith(b"xx")
+
+
+@pytest.mark.anyio
+async def test_a_client_leaving_mid_body_ends_the_request_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = App()
+    app.middleware("http")(pass_through)
+
+    @app.post("/")
+    async def upload(request: Request) -> int:
+        return len(await request.body())
+
+    messages: list[Message] = [
+        {"type": "http.request", "body": b"a" * 100, "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    with caplog.at_level(logging.WARNING, logger="microasgi"):
+        await app(http_scope("/", method="POST"), receive, send)
+    assert sent == []
+    assert caplog.records == []
+
+
+def _failing_stream() -> StreamingResponse:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"first"
+        raise RuntimeError("the stream broke")
+
+    return StreamingResponse(chunks())
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("spec_version", ["2.3", "2.4"])
+async def test_a_failure_mid_stream_cuts_a_stream_made_from_the_body(
+    caplog: pytest.LogCaptureFixture, spec_version: str
+) -> None:
+    # The error layer below tries to answer 500; a response made from the body must end
+    # cut, not as a whole 200 with "Internal Server Error" appended.
+    app = App()
+
+    @app.middleware("http")
+    async def shout(request: Request, call_next: CallNext) -> Response:
+        return _shout(await call_next(request))
+
+    @app.get("/")
+    async def stream(request: Request) -> StreamingResponse:
+        return _failing_stream()
+
+    server = Server()
+    with caplog.at_level(logging.ERROR, logger="microasgi"):
+        await app(http_scope("/", spec_version=spec_version), server.receive, server.send)
+    assert server.status == 200
+    assert server.body == b"FIRST"
+    assert server.events[-1] != "complete"
+    assert [r.getMessage() for r in caplog.records] == [
+        "Unhandled RuntimeError in GET / after the response had started"
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_failure_before_a_buffered_body_is_answered_500_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = App()
+
+    @app.middleware("http")
+    async def envelope(request: Request, call_next: CallNext) -> Response:
+        response = await call_next(request)
+        body = b"".join([chunk async for chunk in response.body_iterator])
+        return Response(b"[" + body + b"]")
+
+    @app.get("/")
+    async def stream(request: Request) -> StreamingResponse:
+        return _failing_stream()
+
+    server = Server()
+    with caplog.at_level(logging.ERROR, logger="microasgi"):
+        await app(http_scope("/"), server.receive, server.send)
+    assert (server.status, server.body) == (500, b"Internal Server Error")
+    assert len(caplog.records) == 1
+
+
+@pytest.mark.anyio
+async def test_a_failing_background_task_below_is_logged_as_after_the_response(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = App()
+
+    @app.middleware("http")
+    async def envelope(request: Request, call_next: CallNext) -> Response:
+        response = await call_next(request)
+        return _shout(response)
+
+    def fail() -> None:
+        raise RuntimeError("background broke")
+
+    @app.get("/")
+    async def index(request: Request) -> Response:
+        return PlainTextResponse("done", background=BackgroundTask(fail))
+
+    server = Server()
+    with caplog.at_level(logging.ERROR, logger="microasgi"):
+        await app(http_scope("/"), server.receive, server.send)
+    assert (server.status, server.body) == (200, b"DONE")
+    assert [m["type"] for m in server.messages].count("http.response.start") == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "Unhandled RuntimeError in GET / after the response had started"
+    ]

@@ -157,3 +157,21 @@ def test_a_handler_that_overran_without_a_checkpoint_gets_504(
         response = client.get(path)
     assert response.status_code == 504
     assert "answered 504" in caplog.text
+
+
+@pytest.mark.anyio
+async def test_a_method_with_escape_sequences_is_escaped_in_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # HTTP/2 servers (hypercorn) may pass on a method holding ESC; HTTP/1.1 ones refuse it.
+    async def slow(scope: object, receive: object, send: object) -> None:
+        await anyio.sleep(1)
+
+    server = Server()
+    with caplog.at_level(logging.WARNING, "microasgi"):
+        await TimeoutMiddleware(slow, timeout=0.01)(
+            http_scope("/", method="GET\x1b[2J\x1b[31mFAKE"), server.receive, server.send
+        )
+    assert server.status == 504
+    assert "\x1b" not in caplog.text
+    assert "GET\\x1b[2J\\x1b[31mFAKE /" in caplog.text
