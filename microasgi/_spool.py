@@ -1,7 +1,8 @@
 """One temporary file shared by the uploads of a form that go to disk, each in a region.
 
 A form of many files holds one descriptor at most, however many files it has; each
-upload still reads, seeks and writes as a file of its own.
+upload still reads, seeks, writes and truncates as a file of its own. Only an upload whose
+``fileno()`` is asked for leaves the shared file, for a temporary file of its own.
 """
 
 from __future__ import annotations
@@ -60,11 +61,15 @@ class SharedSpool:
         """Close a region; the file goes with the last one."""
         with self._lock:
             self._regions -= 1
-            if self.tail is region:
-                self.tail = None
             if self._regions == 0 and self._file is not None:
                 file, self._file = self._file, None
                 file.close()
+            elif self.tail is region and self._file is not None:
+                # NOTE: nothing follows the tail, so its disk space is given back at once.
+                self._file.truncate(region.start)
+                self.end = region.start
+            if self.tail is region:
+                self.tail = None
 
     def read_at(self, offset: int, size: int) -> bytes:
         with self._lock:
@@ -72,29 +77,49 @@ class SharedSpool:
             file.seek(offset)
             return file.read(size)
 
-    def write_at(self, region: SpoolRegion, offset: int, pieces: list[Any], size: int) -> None:
+    def write(self, region: SpoolRegion, position: int, pieces: list[Any], size: int) -> None:
+        """Write at a position of a region, moving the region to the end first if it grows."""
+        # NOTE: the tail check, the move and the write are one step under the lock: were the
+        # check made outside, another region could move to the end in between, and this
+        # write would land in the bytes that region now holds.
         with self._lock:
             file = cast(BinaryIO, self._file)
-            file.seek(offset)
+            end = position + size
+            if end > region.length and self.tail is not region:
+                self._move_to_end(file, region)
+            # NOTE: a region grows only as the tail, and nothing lies past the tail's length
+            # (truncate() cuts the file there), so a write past its length leaves a gap that
+            # reads as zeros, as in a file of its own.
+            file.seek(region.start + position)
             # PERF: one call for the whole batch; the parser hands over 256 KiB of views.
             file.writelines(pieces)
+            region.length = max(region.length, end)
             if region is self.tail:
-                self.end = max(self.end, offset + size)
+                self.end = region.start + region.length
 
-    def move_to_end(self, region: SpoolRegion, start: int, length: int) -> int:
-        """Copy a region that must grow to the end of the file, and return its new offset."""
+    def truncate(self, region: SpoolRegion, size: int) -> None:
+        """Resize a region; the tail resizes the file, so no old bytes remain past it."""
         with self._lock:
             file = cast(BinaryIO, self._file)
-            new_start = self.end
-            for done in range(0, length, _COPY_SIZE):
-                size = min(_COPY_SIZE, length - done)
-                file.seek(start + done)
-                chunk = file.read(size)
-                file.seek(new_start + done)
-                file.write(chunk.ljust(size, b"\0"))
-            self.end = new_start + length
-            self.tail = region
-            return new_start
+            if size > region.length and self.tail is not region:
+                self._move_to_end(file, region)
+            if region is self.tail:
+                file.truncate(region.start + size)
+                self.end = region.start + size
+            region.length = size
+
+    def _move_to_end(self, file: BinaryIO, region: SpoolRegion) -> None:
+        # Copy a region that must grow to the end of the file, where it becomes the tail.
+        start, length, new_start = region.start, region.length, self.end
+        for done in range(0, length, _COPY_SIZE):
+            size = min(_COPY_SIZE, length - done)
+            file.seek(start + done)
+            chunk = file.read(size)
+            file.seek(new_start + done)
+            file.write(chunk.ljust(size, b"\0"))
+        region.start = new_start
+        self.end = new_start + length
+        self.tail = region
 
 
 class SpoolRegion(io.RawIOBase):
@@ -103,9 +128,11 @@ class SpoolRegion(io.RawIOBase):
     def __init__(self, spool: SharedSpool) -> None:
         super().__init__()
         self._spool = spool
-        self._start = spool.allocate(self)
-        self._length = 0
+        self.length = 0
+        """The size of the region; written by the spool, under its lock."""
         self._position = 0
+        self.start = spool.allocate(self)
+        """Where the region starts in the spool's file; written by the spool, under its lock."""
 
     @property
     def name(self) -> Any:
@@ -136,7 +163,7 @@ class SpoolRegion(io.RawIOBase):
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         self._checkClosed()
-        bases = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._length}
+        bases = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.length}
         if whence not in bases:
             raise ValueError(f"invalid whence ({whence}, should be 0, 1 or 2)")
         position = bases[whence] + offset
@@ -147,12 +174,12 @@ class SpoolRegion(io.RawIOBase):
 
     def read(self, size: int | None = -1) -> bytes:
         self._checkClosed()
-        available = self._length - self._position
+        available = self.length - self._position
         if size is not None and size >= 0:
             available = min(size, available)
         if available <= 0:
             return b""
-        data = self._spool.read_at(self._start + self._position, available)
+        data = self._spool.read_at(self.start + self._position, available)
         self._position += len(data)
         return data
 
@@ -171,12 +198,12 @@ class SpoolRegion(io.RawIOBase):
 
     def readline(self, size: int | None = -1) -> bytes:
         self._checkClosed()
-        limit = self._length if size is None or size < 0 else self._position + size
-        limit = min(limit, self._length)
+        limit = self.length if size is None or size < 0 else self._position + size
+        limit = min(limit, self.length)
         pieces: list[bytes] = []
         while self._position < limit:
             piece = self._spool.read_at(
-                self._start + self._position, min(8 * KiB, limit - self._position)
+                self.start + self._position, min(8 * KiB, limit - self._position)
             )
             newline = piece.find(b"\n")
             if newline >= 0:
@@ -198,26 +225,17 @@ class SpoolRegion(io.RawIOBase):
 
     def _write(self, pieces: list[Any], size: int) -> None:
         self._checkClosed()
-        end = self._position + size
-        if end > self._length and self._spool.tail is not self:
-            # NOTE: another region follows this one, so it moves to the end to grow.
-            self._start = self._spool.move_to_end(self, self._start, self._length)
-        self._spool.write_at(self, self._start + self._position, pieces, size)
-        self._position = end
-        self._length = max(self._length, end)
+        if size:
+            # NOTE: as in a file, an empty write does not grow the region, even past its end.
+            self._spool.write(self, self._position, pieces, size)
+            self._position += size
 
     def truncate(self, size: int | None = None) -> int:
         self._checkClosed()
         size = self._position if size is None else size
         if size < 0:
             raise ValueError(f"negative size value {size}")
-        if size > self._length:
-            position = self._position
-            self._position = self._length
-            for done in range(self._length, size, _COPY_SIZE):
-                self.write(bytes(min(_COPY_SIZE, size - done)))
-            self._position = position
-        self._length = size
+        self._spool.truncate(self, size)
         return size
 
     def close(self) -> None:
@@ -227,7 +245,10 @@ class SpoolRegion(io.RawIOBase):
 
 
 class SharedSpooledFile(tempfile.SpooledTemporaryFile):  # type: ignore[type-arg]
-    """A SpooledTemporaryFile that rolls over into a region of its form's shared spool."""
+    """A SpooledTemporaryFile that rolls over into a region of its form's shared spool.
+
+    ``fileno()`` moves it to a temporary file of its own, as a descriptor needs one.
+    """
 
     def __init__(self, spool: SharedSpool, max_size: int) -> None:
         super().__init__(max_size=max_size)
@@ -246,8 +267,27 @@ class SharedSpooledFile(tempfile.SpooledTemporaryFile):  # type: ignore[type-arg
         memory.close()
 
     def fileno(self) -> int:
-        # NOTE: SpooledTemporaryFile.fileno() rolls over first; there is no descriptor to
-        # give, so that would only move the data to disk for nothing.
-        raise io.UnsupportedOperation(
-            "an uploaded file has no descriptor of its own: read it with read()"
-        )
+        """The descriptor of a temporary file that holds this upload alone.
+
+        Made on the first call: the data moves out of memory, or out of the shared spool,
+        into a temporary file of the upload's own, at the same position. Only the uploads
+        whose ``fileno()`` is asked for hold a descriptor of their own.
+        """
+        file = self._file
+        if self._rolled and not isinstance(file, SpoolRegion):
+            return cast(BinaryIO, file).fileno()
+        # NOTE: closed by close(), as the file of any SpooledTemporaryFile.
+        own = cast(BinaryIO, tempfile.TemporaryFile())  # noqa: SIM115
+        try:
+            position = file.tell()
+            file.seek(0)
+            while chunk := file.read(_COPY_SIZE):
+                own.write(chunk)
+            own.seek(position)
+        except BaseException:
+            own.close()
+            raise
+        self._file = own
+        self._rolled = True
+        file.close()
+        return own.fileno()

@@ -3,6 +3,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import random
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -15,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import microasgi.formparsers
+from microasgi._spool import SharedSpool, SpoolRegion
 from microasgi.app import App
 from microasgi.background import BackgroundTask
 from microasgi.datastructures import FormData, Headers, UploadFile
@@ -1107,8 +1111,7 @@ async def test_a_file_on_disk_works_as_a_file_object() -> None:
         file.seek(-1)
     with pytest.raises(ValueError, match="invalid whence"):
         file.seek(0, 3)
-    with pytest.raises(io.UnsupportedOperation, match="read it with read"):
-        file.fileno()
+    # A region of the shared spool has no descriptor; fileno() of the upload makes one.
     with pytest.raises(io.UnsupportedOperation, match="read it with read"):
         file._file.fileno()
     file.seek(0)
@@ -1170,6 +1173,274 @@ async def test_a_form_of_a_thousand_files_holds_at_most_one_descriptor() -> None
     assert await uploads[-1].read() == b"x"
     await form.close()
     assert len(os.listdir(fd_dir)) == before
+
+
+# --- regions of the shared spool behave as files of their own ------------------------------
+
+
+def test_a_write_past_the_end_of_a_region_leaves_zeros_not_old_bytes() -> None:
+    spool = SharedSpool()
+    tail = SpoolRegion(spool)
+    tail.write(b"abcdef")
+    tail.truncate(2)
+    tail.seek(5)
+    tail.write(b"X")
+    tail.seek(0)
+    assert tail.read() == b"ab\0\0\0X"
+    # An empty write past the end does not grow the file, as in a real file.
+    tail.seek(20)
+    assert tail.write(b"") == 0
+    tail.writelines([])
+    assert tail.seek(0, io.SEEK_END) == 6
+    # A region that is not the last one moves to the end to grow, with zeros in the gap too.
+    middle = tail
+    last = SpoolRegion(spool)
+    last.write(b"zzzzzzzz")
+    middle.truncate(1)
+    middle.seek(4)
+    middle.write(b"Y")
+    middle.seek(0)
+    assert middle.read() == b"a\0\0\0Y"
+    middle.truncate(0)
+    assert middle.truncate(3) == 3
+    middle.seek(0)
+    assert middle.read() == b"\0\0\0"
+    last.seek(0)
+    assert last.read() == b"zzzzzzzz"
+    middle.close()
+    last.close()
+
+
+def test_closing_the_last_region_gives_its_disk_space_back() -> None:
+    spool = SharedSpool()
+    first = SpoolRegion(spool)
+    first.write(b"1" * 100)
+    second = SpoolRegion(spool)
+    second.write(b"2" * 50)
+    assert spool.end == 150
+    second.close()
+    assert spool.end == 100
+    third = SpoolRegion(spool)
+    assert third.write(b"3" * 10) == 10
+    first.seek(0)
+    third.seek(0)
+    assert (first.read(), third.read()) == (b"1" * 100, b"3" * 10)
+    first.close()
+    third.close()
+    assert spool.name is None
+
+
+def region_and_real_file(spool: SharedSpool) -> tuple[Any, Any]:
+    # NOTE: both are closed by random_file_operations.
+    return SpoolRegion(spool), tempfile.TemporaryFile()
+
+
+def random_file_operations(seed: int, steps: int = 80, files: int = 4) -> None:
+    """Run the same random operations on regions of one spool and on real temporary files."""
+    rng = random.Random(seed)
+    spool = SharedSpool()
+    pairs = [region_and_real_file(spool) for _ in range(files)]
+    try:
+        for step in range(steps):
+            index = rng.randrange(files)
+            region, real = pairs[index]
+            operation = rng.choice("wwwlsseerrtto")
+            where = (seed, step, operation)
+            if operation == "w":
+                data = rng.randbytes(rng.randint(0, 40))
+                assert region.write(data) == real.write(data), where
+            elif operation == "l":
+                lines = [
+                    rng.randbytes(rng.randint(0, 10)) + b"\n" for _ in range(rng.randint(0, 3))
+                ]
+                region.writelines(lines)
+                real.writelines(lines)
+            elif operation == "s":
+                offset = rng.randint(0, 120)
+                assert region.seek(offset) == real.seek(offset), where
+            elif operation == "e":
+                whence = rng.choice((io.SEEK_CUR, io.SEEK_END))
+                offset = rng.randint(0, 20)
+                assert region.seek(offset, whence) == real.seek(offset, whence), where
+            elif operation == "r":
+                size = rng.randint(-1, 50)
+                assert region.read(size) == real.read(size), where
+            elif operation == "t":
+                size = rng.choice((None, rng.randint(0, 120)))
+                assert region.truncate(size) == real.truncate(size), where
+            else:
+                # Close one and open another: the spool reuses the space of a closed tail.
+                region.close()
+                real.close()
+                pairs[index] = region_and_real_file(spool)
+                region, real = pairs[index]
+            assert region.tell() == real.tell(), where
+        for region, real in pairs:
+            region.seek(0)
+            real.seek(0)
+            assert region.read() == real.read(), seed
+    finally:
+        for region, real in pairs:
+            region.close()
+            real.close()
+    assert spool.name is None
+
+
+def test_regions_of_one_spool_behave_as_real_files_under_random_operations() -> None:
+    for seed in range(200):
+        random_file_operations(seed)
+
+
+class GatedLock:
+    """A lock whose next acquisition by one chosen thread first waits for the test's signal."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.gated_thread: int | None = None
+        self.waiting = threading.Event()
+        self.go = threading.Event()
+
+    def __enter__(self) -> None:
+        if threading.get_ident() == self.gated_thread:
+            self.gated_thread = None
+            self.waiting.set()
+            assert self.go.wait(10)
+        self._lock.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lock.release()
+
+
+class GatedSpool(SharedSpool):
+    """A SharedSpool whose lock lets the test decide which thread takes it first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = GatedLock()
+        self._lock = self.gate  # type: ignore[assignment]
+
+
+def test_a_write_cannot_land_in_a_region_that_moved_to_the_end_meanwhile() -> None:
+    spool = GatedSpool()
+    moving, tail = SpoolRegion(spool), SpoolRegion(spool)
+    moving.write(b"m" * 100)  # moves past tail, to the end
+    tail.write(b"t" * 100)  # now tail is the last region, and grows in place
+    moving.seek(0, io.SEEK_END)
+    tail.seek(0, io.SEEK_END)
+
+    def write_tail() -> None:
+        spool.gate.gated_thread = threading.get_ident()
+        tail.write(b"T" * 50)
+
+    thread = threading.Thread(target=write_tail)
+    thread.start()
+    try:
+        # The write to tail is about to take the spool's lock: the other region grows first,
+        # so it moves to the end, where tail would have grown.
+        assert spool.gate.waiting.wait(10)
+        moving.write(b"M" * 50)
+    finally:
+        spool.gate.go.set()
+        thread.join(10)
+    moving.seek(0)
+    tail.seek(0)
+    assert moving.read() == b"m" * 100 + b"M" * 50
+    assert tail.read() == b"t" * 100 + b"T" * 50
+    moving.close()
+    tail.close()
+
+
+# --- fileno() gives an upload a descriptor of its own -----------------------------------------
+
+
+def open_descriptors() -> int:
+    fd_dir = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+    if not os.path.isdir(fd_dir):
+        pytest.skip("no way to count open descriptors here")
+    return len(os.listdir(fd_dir))
+
+
+@pytest.mark.anyio
+async def test_fileno_gives_an_upload_in_memory_a_file_of_its_own() -> None:
+    before = open_descriptors()
+    body = multipart(file_part("f", "f.txt", b"hello world"), file_part("g", "g", b"other"))
+    form = await MultiPartParser(b"x", Limits()).parse(chunks_of(body, 7))
+    upload, other = uploads_of(form)
+    assert upload._in_memory and open_descriptors() == before
+    await upload.seek(6)
+    fd = upload.file.fileno()
+    assert upload.file.fileno() == fd
+    assert open_descriptors() == before + 1
+    assert not upload._in_memory
+    assert os.fstat(fd).st_size == 11
+    assert os.lseek(fd, 0, os.SEEK_CUR) == 6
+    assert os.pread(fd, 100, 0) == b"hello world"
+    assert upload.file.tell() == 6
+    assert await upload.read() == b"world"
+    await upload.write(b"!")
+    await upload.seek(0)
+    assert await upload.read() == b"hello world!"
+    assert other._in_memory and await other.read() == b"other"
+    await form.close()
+    assert upload.file.closed
+    for closed in (upload, other):
+        with pytest.raises(ValueError, match="closed file"):
+            closed.file.fileno()
+    assert open_descriptors() == before
+
+
+@pytest.mark.anyio
+async def test_fileno_moves_an_upload_on_disk_out_of_the_shared_spool() -> None:
+    before = open_descriptors()
+    contents = [b"first" * 1000, b"second" * 1000, b"third" * 1000]
+    form = await spooled_form(*contents)
+    uploads = uploads_of(form)
+    assert not any(upload._in_memory for upload in uploads)
+    assert open_descriptors() == before + 1
+    middle = uploads[1]
+    assert await middle.read(6) == b"second"
+    fd = middle.file.fileno()
+    assert middle.file.fileno() == fd
+    # Only this upload holds a descriptor of its own; the others still share one.
+    assert open_descriptors() == before + 2
+    assert os.fstat(fd).st_size == len(contents[1])
+    assert os.lseek(fd, 0, os.SEEK_CUR) == 6
+    assert os.pread(fd, len(contents[1]) + 1, 0) == contents[1]
+    assert await middle.read(6) == b"second"
+    await middle.seek(len(contents[1]))
+    await middle.write(b"grown")
+    for upload, expected in zip(uploads, [contents[0], contents[1] + b"grown", contents[2]]):
+        await upload.seek(0)
+        assert await upload.read() == expected
+    await uploads[0].close()
+    await uploads[2].close()
+    assert open_descriptors() == before + 1  # the shared file went with its last region
+    await middle.seek(0)
+    assert await middle.read() == contents[1] + b"grown"
+    await form.close()
+    assert open_descriptors() == before
+
+
+COUNT_STDIN = "import sys; sys.stdout.write(str(len(sys.stdin.buffer.read())))"
+
+
+def test_an_upload_can_be_the_stdin_of_a_subprocess(client_factory: ClientFactory) -> None:
+    app = App()
+
+    @app.post("/count")
+    async def count(request: Request) -> dict[str, Any]:
+        form = await request.form()
+        upload = form["f"]
+        assert isinstance(upload, UploadFile)
+        result = subprocess.run(
+            [sys.executable, "-c", COUNT_STDIN], stdin=upload.file, capture_output=True, check=True
+        )
+        return {"size": int(result.stdout), "rest": len(await upload.read())}
+
+    with client_factory(app) as client:
+        for size in (50, 3 * MiB):  # in memory, and on disk
+            files = {"f": ("a.bin", b"x" * size), "g": ("b.bin", b"y")}
+            assert client.post("/count", files=files).json() == {"size": size, "rest": 0}
 
 
 # --- failures release what they hold ---------------------------------------------------------
