@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -40,15 +42,45 @@ _CONNECTION_TYPES = frozenset({"Request", "WebSocket", "HTTPConnection"})
 
 
 def _takes_connection(parameter: inspect.Parameter) -> bool:
-    """True for a parameter named ``request`` (or ``websocket``) or annotated with one."""
+    """True for a parameter named ``request`` (or ``websocket``) or annotated with one.
+
+    ``Annotated[Request, ...]`` counts as ``Request``.
+    """
     if parameter.name in _CONNECTION_NAMES:
         return True
-    annotation = parameter.annotation
+    annotation = _unwrap_annotated(parameter.annotation)
     if isinstance(annotation, str):
         # NOTE: an annotation that could not be resolved (a name imported only under
         # TYPE_CHECKING, a class local to a function) is judged by its class name.
-        return annotation.rpartition(".")[2] in _CONNECTION_TYPES
+        return annotation.strip().rpartition(".")[2] in _CONNECTION_TYPES
     return isinstance(annotation, type) and issubclass(annotation, HTTPConnection)
+
+
+_ANNOTATED = re.compile(r"\s*(?:[A-Za-z_][\w.]*\.)?Annotated\s*\[(.*)\]\s*", re.DOTALL)
+"""``Annotated[...]`` in an annotation left as a string (``typing.Annotated[...]`` too)."""
+
+
+def _unwrap_annotated(annotation: Any) -> Any:
+    """The type inside ``Annotated[T, ...]`` (an object or a string), else ``annotation``."""
+    if isinstance(annotation, str):
+        match = _ANNOTATED.fullmatch(annotation)
+        return annotation if match is None else _first_argument(match.group(1))
+    if typing.get_origin(annotation) is typing.Annotated:
+        return typing.get_args(annotation)[0]
+    return annotation
+
+
+def _first_argument(arguments: str) -> str:
+    """The first of comma-separated type arguments, brackets taken into account."""
+    depth = 0
+    for index, char in enumerate(arguments):
+        if char in "[(":
+            depth += 1
+        elif char in "])":
+            depth -= 1
+        elif char == "," and depth == 0:
+            return arguments[:index]
+    return arguments
 
 
 def _signature(func: Callable[..., Any]) -> inspect.Signature:

@@ -19,11 +19,12 @@ from .lifespan import (
     child_lifespan,
     combine,
     refuse_startup,
+    running_lifespans,
     serve_lifespan,
 )
 from .limits import Limits
 from .middleware import Middleware, build_stack
-from .routing.router import Router, RouteTable
+from .routing.router import Router, RouteTable, check_routes_assignment
 from .routing.routes import BaseRoute, Host, Mount, Route, WebSocketRoute
 from .types import ASGIApp, HandlerT, Receive, Scope, Send
 
@@ -148,9 +149,10 @@ class App:
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope.get("state")
+        running = running_lifespans(scope, self)
         children = [
-            child_lifespan(app, state if isinstance(state, dict) else {})
-            for app in _mounted_apps(self.router.routes)
+            child_lifespan(app, state if isinstance(state, dict) else {}, running)
+            for app in _mounted_apps(self.router.routes, running)
         ]
         watchdog = [_watchdog] if self.debug else []
         factory = combine(
@@ -273,6 +275,11 @@ class App:
         """Every registered route; ``print(app.routes)`` shows a table."""
         return self.router.routes
 
+    @routes.setter
+    def routes(self, value: RouteTable) -> None:
+        # NOTE: `app.routes += [...]` assigns the same table back once it has added them.
+        check_routes_assignment(value, self.router.routes, "App")
+
     # -- middleware, errors, lifespan, plugins -------------------------------------------
 
     def add_middleware(self, cls: Any, /, *args: Any, **options: Any) -> None:
@@ -358,13 +365,19 @@ def _watchdog(app: App) -> AbstractAsyncContextManager[None]:
     return watch_event_loop()
 
 
-def _mounted_apps(routes: Iterable[BaseRoute]) -> list[ASGIApp]:
-    """The ASGI apps mounted in ``routes`` whose own lifespan must run, depth first."""
+def _mounted_apps(routes: Iterable[BaseRoute], seen: set[int]) -> list[ASGIApp]:
+    """The ASGI apps mounted in ``routes`` whose own lifespan must run, depth first.
+
+    An app (or router) whose id is in ``seen`` is skipped, and the others are added to it:
+    an app mounted in several places starts once.
+    """
     apps: list[ASGIApp] = []
     for route in routes:
-        if isinstance(route, (Mount, Host)):
-            if isinstance(route.app, Router):
-                apps.extend(_mounted_apps(route.app.routes))
-            else:
-                apps.append(route.app)
+        if not isinstance(route, (Mount, Host)) or id(route.app) in seen:
+            continue
+        seen.add(id(route.app))
+        if isinstance(route.app, Router):
+            apps.extend(_mounted_apps(route.app.routes, seen))
+        else:
+            apps.append(route.app)
     return apps

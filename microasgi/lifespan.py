@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 __all__ = [
+    "RUNNING_KEY",
     "Hook",
     "LifespanFactory",
     "acknowledge_lifespan",
@@ -26,6 +27,7 @@ __all__ = [
     "child_lifespan",
     "combine",
     "refuse_startup",
+    "running_lifespans",
     "serve_lifespan",
 ]
 
@@ -181,15 +183,39 @@ async def acknowledge_lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-def child_lifespan(app: ASGIApp, state: dict[str, Any]) -> LifespanFactory:
-    """Return a lifespan factory that runs a mounted ASGI app's own lifespan."""
+RUNNING_KEY = "microasgi.lifespans"
+"""Lifespan scope key: the ids of the apps whose lifespan the enclosing apps already run.
+
+A mounted App skips those it also mounts, so that an app mounted in several places, or
+both directly and inside another mounted App, starts once.
+"""
+
+
+def running_lifespans(scope: Scope, app: Any) -> set[int]:
+    """The ids of the apps whose lifespan runs already, ``app`` included (see RUNNING_KEY)."""
+    running = scope.get(RUNNING_KEY)
+    if not isinstance(running, set):
+        running = set()
+    running.add(id(app))
+    return running
+
+
+def child_lifespan(app: ASGIApp, state: dict[str, Any], running: set[int]) -> LifespanFactory:
+    """Return a lifespan factory that runs a mounted ASGI app's own lifespan.
+
+    ``running`` (see ``RUNNING_KEY``) is passed on to the app in its lifespan scope.
+    """
 
     @asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
         to_child, child_inbox = anyio.create_memory_object_stream[Message](2)
         child_outbox, from_child = anyio.create_memory_object_stream[Message](2)
-        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}}
-        scope["state"] = state
+        scope: Scope = {
+            "type": "lifespan",
+            "asgi": {"version": "3.0", "spec_version": "2.0"},
+            "state": state,
+            RUNNING_KEY: running,
+        }
 
         async def run() -> None:
             async with child_outbox, child_inbox:

@@ -71,6 +71,11 @@ class Limits:
             object.__setattr__(self, name, value)
         object.__setattr__(self, "_explicit", frozenset(values))
 
+    @property
+    def explicit(self) -> frozenset[str]:
+        """The names of the fields given explicitly: those that override an enclosing level."""
+        return self._explicit
+
     def merged(self, override: Limits | None) -> Limits:
         """Return these limits with the fields ``override`` set explicitly replaced."""
         if override is None or not override._explicit:

@@ -581,6 +581,81 @@ def test_mounted_apps_lifespans_run(client_factory: ClientFactory) -> None:
     assert events == ["sub start", "sub stop"]
 
 
+def _counted_app(events: list[str], name: str) -> App:
+    sub = App()
+    sub.on_startup(lambda: events.append(f"{name} start"))
+    sub.on_shutdown(lambda: events.append(f"{name} stop"))
+    sub.get("/")(lambda request: name)
+    return sub
+
+
+def test_an_app_mounted_in_several_places_starts_once(client_factory: ClientFactory) -> None:
+    from microasgi import Router
+
+    events: list[str] = []
+    sub = _counted_app(events, "sub")
+    inner = Router()
+    inner.mount("/s", sub)
+    app = App()
+    app.mount("/r1", inner)
+    app.mount("/r2", inner)
+    app.mount("/direct", sub)
+    app.host("sub.example.com", sub)
+    with client_factory(app) as client:
+        assert events == ["sub start"]
+        assert client.get("/r1/s/").text == client.get("/r2/s/").text == "sub"
+        assert client.get("/direct/").text == "sub"
+    assert events == ["sub start", "sub stop"]
+
+
+@pytest.mark.parametrize("direct_first", [True, False])
+def test_an_app_mounted_directly_and_inside_another_app_starts_once(
+    client_factory: ClientFactory, direct_first: bool
+) -> None:
+    events: list[str] = []
+    sub = _counted_app(events, "sub")
+    middle = _counted_app(events, "middle")
+    middle.mount("/sub", sub)
+    app = App()
+    if direct_first:
+        app.mount("/sub", sub)
+    app.mount("/middle", middle)
+    if not direct_first:
+        app.mount("/sub", sub)
+    with client_factory(app) as client:
+        assert sorted(events) == ["middle start", "sub start"]
+        assert client.get("/middle/sub/").text == client.get("/sub/").text == "sub"
+    assert sorted(events) == ["middle start", "middle stop", "sub start", "sub stop"]
+    # A second run of the lifespan starts everything again, once.
+    events.clear()
+    with client_factory(app):
+        assert sorted(events) == ["middle start", "sub start"]
+
+
+def test_an_app_mounted_inside_itself_starts_once(client_factory: ClientFactory) -> None:
+    events: list[str] = []
+    app = _counted_app(events, "app")
+    app.mount("/again", app)
+    with client_factory(app) as client:
+        assert events == ["app start"]
+        assert client.get("/again/").text == "app"
+    assert events == ["app start", "app stop"]
+
+
+def test_app_routes_plus_equals_registers_the_routes(client_factory: ClientFactory) -> None:
+    from microasgi.routing import Route
+
+    app = App()
+    app.routes += [Route("/y", lambda request: "y")]
+    assert [route.path for route in app.routes] == ["/y"]
+    with client_factory(app) as client:
+        assert client.get("/y").text == "y"
+    with pytest.raises(TypeError, match=r"App.routes cannot be replaced"):
+        app.routes = []  # type: ignore[assignment]
+    with pytest.raises(SetupError):
+        app.routes += [Route("/z", lambda request: "z")]
+
+
 def test_mounted_app_failing_startup_fails_the_app(client_factory: ClientFactory) -> None:
     from microasgi.testing import LifespanFailed
 

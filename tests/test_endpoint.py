@@ -200,3 +200,36 @@ def test_positional_only_parameters_that_can_be_filled_are_accepted(
     with client_factory(app) as client:
         assert client.get("/a/3").json() == {"uid": 3}
         assert client.get("/b").json() == {"page": 1}
+
+
+def test_an_annotated_connection_is_recognised(client_factory: ClientFactory) -> None:
+    from typing import Annotated
+
+    async def real(item_id: int, req: Annotated[Request, "meta"]) -> dict[str, Any]:
+        return {"id": item_id, "req": type(req).__name__}
+
+    async def unresolved(item_id: int, req: Any) -> None: ...
+    async def nested(item_id: int, req: Any) -> None: ...
+    async def qualified(item_id: int, req: Any) -> None: ...
+    async def other(item_id: int, value: Any) -> None: ...
+    async def evaluated(item_id: int, req: Any) -> None: ...
+
+    # As without `from __future__ import annotations`: the Annotated object itself.
+    evaluated.__annotations__["req"] = Annotated[Request, "meta"]
+    unresolved.__annotations__["req"] = "Annotated[TypingOnly.Request, Depends(f(1, 2))]"
+    nested.__annotations__["req"] = "Annotated[dict[str, Request], 'x']"
+    qualified.__annotations__["req"] = "typing.Annotated[ Request ]"
+    other.__annotations__["value"] = "NotAnnotated[Request, 'x']"
+    names = ("item_id",)
+    assert connection_keyword(real, names) == "req"
+    assert connection_keyword(evaluated, names) == "req"
+    assert connection_keyword(unresolved, names) == "req"
+    assert connection_keyword(qualified, names) == "req"
+    assert connection_keyword(nested, names) is None
+    assert connection_keyword(other, names) is None
+    assert plan_call(real, names) == (False, ("item_id",), ())
+
+    app = App()
+    app.get("/a/{item_id:int}")(real)
+    with client_factory(app) as client:
+        assert client.get("/a/3").json() == {"id": 3, "req": "Request"}

@@ -10,19 +10,27 @@ from microasgi._errors import ExceptionHandlers
 from microasgi.datastructures import _scope_netloc
 from microasgi.exceptions import HTTPException, NoMatchFound, RouteConflictError, SetupError
 from microasgi.lifespan import acknowledge_lifespan
-from microasgi.limits import Limits
+from microasgi.limits import Limits, limits_for
 from microasgi.middleware import Middleware
 from microasgi.requests import APP_ROOT_KEY
 from microasgi.types import ASGIApp, HandlerT, Message, Receive, Scope, Send
 from microasgi.websockets import websocket_not_found
 
-from .routes import BaseRoute, Host, Mount, Route, WebSocketRoute, hostname_of
+from .routes import (
+    BaseRoute,
+    Host,
+    Mount,
+    Route,
+    WebSocketRoute,
+    hostname_of,
+    merge_overrides,
+)
 from .tree import Leaf, RouteTree, parse_template
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["RouteTable", "Router"]
+__all__ = ["RouteTable", "Router", "check_routes_assignment"]
 
 ErrorHandler = Callable[[Exception, Scope, Receive, Send], Awaitable[None]]
 
@@ -48,6 +56,8 @@ class RouteTable(list[BaseRoute]):
 
     ``append``, ``extend``, ``insert`` and ``+=`` register routes through ``Router.add``,
     as if they were added there; removing, replacing or reordering routes raises TypeError.
+    ``copy.copy()`` gives a plain list of the records, ``copy.deepcopy()`` a list of
+    unregistered copies of them.
     """
 
     def __init__(self, router: Router) -> None:
@@ -102,6 +112,14 @@ class RouteTable(list[BaseRoute]):
     def reverse(self) -> NoReturn:
         """Refused: the order of routes is their registration order."""
         self._refuse("reverse()")
+
+    def __copy__(self) -> list[BaseRoute]:
+        return list(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[BaseRoute]:
+        # NOTE: a record holds its prepared app and its router, which cannot be copied
+        # deeply; an unregistered copy of each is what another router can take.
+        return [route.copy() for route in self]
 
     def __str__(self) -> str:
         rows = [("METHODS", "PATH", "NAME", "ENDPOINT"), *(_describe(route) for route in self)]
@@ -357,21 +375,22 @@ class Router:
         """Copy ``router``'s routes into this one under ``prefix``.
 
         The included router's middleware and limits (and the ones given here, outside them)
-        apply to its routes only: the copies carry them, so they wrap each route once.
+        apply to its routes only, and to the apps it mounts or serves by host: the copies
+        carry them, so they wrap each route once.
         """
         self._check_setup("include_router()")
         if prefix:
             parse_template(prefix)  # a malformed prefix fails here, naming itself
             prefix = prefix.rstrip("/")
         layers = [*(middleware or ()), *router.middleware]
-        merged = limits.merged(router.limits) if limits is not None else router.limits
+        # SECURITY: mounts and hosts carry the limits too, so that a body limit reaches
+        # the routers they serve, as it does when the router is mounted.
+        merged = merge_overrides(limits, router.limits)
         for route in router._routes:
-            if isinstance(route, (Route, WebSocketRoute)):
+            if isinstance(route, (Route, WebSocketRoute, Mount)):
                 self.add(route.prefixed(prefix, layers, merged))
-            elif isinstance(route, Mount):
-                self.add(route.prefixed(prefix, layers))
             elif isinstance(route, Host):
-                self.add(route.copy(layers))
+                self.add(route.copy(layers, merged))
 
     def mount(self, path: str, app: ASGIApp, *, name: str | None = None) -> None:
         """Serve any ASGI app under ``path``."""
@@ -387,6 +406,11 @@ class Router:
     def routes(self) -> RouteTable:
         """Every registered route, in registration order."""
         return self._routes
+
+    @routes.setter
+    def routes(self, value: RouteTable) -> None:
+        # NOTE: `router.routes += [...]` assigns the same table back once it has added them.
+        check_routes_assignment(value, self._routes, "Router")
 
     def url_path_for(self, name: str, /, **path_params: Any) -> str:
         """Return the path of the route called ``name`` with ``path_params`` filled in.
@@ -435,26 +459,41 @@ class Router:
     def freeze(self, app_limits: Limits | None = None, inherited: Limits | None = None) -> None:
         """Prepare every route's ASGI app; after this, registration raises SetupError.
 
-        ``app_limits`` are the app's limits, ``inherited`` those of an enclosing router.
+        ``app_limits`` are the app's limits, ``inherited`` those in force where the router
+        is served (an enclosing router's). A router served in several places is frozen
+        once and prepared for the limits of each.
         """
-        if self._frozen:
-            return
-        app_limits = app_limits or Limits()
-        base = (inherited or app_limits).merged(self.limits)
-        # SECURITY: the router's middleware wraps each of its routes here, however the
-        # router is served (included routers hand copies that already carry it).
+        if not self._frozen:
+            self._build()
+        self._prepare_limits(inherited or app_limits or limits_for({}), set())
+
+    def _build(self) -> None:
+        # SECURITY: the router's middleware and limits wrap each of its routes here, however
+        # the router is served (included routers hand copies that already carry them).
+        # The limits are applied over those in force where a request arrives, so a router
+        # mounted in two places gets the limits of each.
         layers = self.middleware
         for route in self._routes:
-            if isinstance(route, (Route, WebSocketRoute)):
-                route.build(base, app_limits, layers)
-                continue
-            if isinstance(route.app, Router):
-                route.app.freeze(app_limits, base)
-            if isinstance(route, (Mount, Host)):
-                route.build(layers)
+            if isinstance(route, (Route, WebSocketRoute, Mount, Host)):
+                route.build(layers, self.limits)
         for head in self._heads:
             head.build()
         self._frozen = True
+
+    def _prepare_limits(self, base: Limits, preparing: set[int]) -> None:
+        """Compute the limits of every route for requests arriving with ``base`` in force."""
+        if id(self) in preparing:
+            return  # NOTE: a router mounted inside itself
+        preparing.add(id(self))
+        for route in self._routes:
+            if not isinstance(route, (Route, WebSocketRoute, Mount, Host)):
+                continue
+            inner = route.prepare_limits(base)
+            if isinstance(route, (Mount, Host)) and isinstance(route.app, Router):
+                if not route.app._frozen:
+                    route.app._build()
+                route.app._prepare_limits(inner, preparing)
+        preparing.discard(id(self))
 
     # -- dispatch -----------------------------------------------------------------------
 
@@ -603,6 +642,16 @@ class Router:
 
     def __repr__(self) -> str:
         return f"<Router with {len(self._routes)} routes>"
+
+
+def check_routes_assignment(value: object, routes: RouteTable, owner: str) -> None:
+    """Accept ``owner.routes = value`` only for ``routes`` itself (what ``+=`` assigns)."""
+    if value is not routes:
+        raise TypeError(
+            f"{owner}.routes cannot be replaced: routes are matched by a tree built at "
+            "registration. Add routes with routes.append(), routes.extend(), routes += [...], "
+            "add_route() or the decorators."
+        )
 
 
 def route_path(path: str, root_path: str) -> str:

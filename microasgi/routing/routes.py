@@ -10,7 +10,7 @@ from microasgi._endpoint import build_endpoint, check_handler
 from microasgi._utils import callable_name
 from microasgi.datastructures import _is_valid_host
 from microasgi.exceptions import RouteTemplateError
-from microasgi.limits import Limits
+from microasgi.limits import Limits, limits_for
 from microasgi.middleware import Middleware, build_stack
 from microasgi.types import ASGIApp, Receive, Scope, Send
 from microasgi.websockets import build_websocket_endpoint
@@ -23,16 +23,77 @@ __all__ = ["BaseRoute", "Host", "Mount", "Route", "URLPath", "WebSocketRoute"]
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
+LIMITS_KEY = "microasgi.limits"
+"""The scope key of the limits in force (see ``microasgi.limits.limits_for``)."""
+
+
 async def _not_built(scope: Scope, receive: Receive, send: Send) -> None:
     raise RuntimeError("This route was not prepared; routes are prepared when the app starts")
 
 
-def _with_limits(app: ASGIApp, limits: Limits) -> ASGIApp:
-    async def limited(scope: Scope, receive: Receive, send: Send) -> None:
-        scope["microasgi.limits"] = limits
+def merge_overrides(outer: Limits | None, inner: Limits | None) -> Limits | None:
+    """The override of ``outer`` then ``inner``; None when neither sets a field."""
+    if outer is None or not outer.explicit:
+        return inner if inner is not None and inner.explicit else None
+    return outer.merged(inner)
+
+
+class LimitsOverride:
+    """Limits set over those in force where a route (or mount) is served.
+
+    A router can be served in several places (mounted twice, under routers with different
+    limits), so the limits in force are read from the scope (``limits_for``) and the
+    override applied to them. ``prepare(base)`` computes that for each base known at
+    startup, so that a request only looks its limits up.
+    """
+
+    __slots__ = ("_bases", "_by_base", "override")
+
+    def __init__(self, override: Limits) -> None:
+        self.override = override
+        self._by_base: dict[int, Limits] = {}
+        # NOTE: the bases are kept alive, so no other object can take the id of one.
+        self._bases: list[Limits] = []
+
+    def prepare(self, base: Limits) -> Limits:
+        """Return ``base`` with the override applied, remembered for requests."""
+        limits = self._by_base.get(id(base))
+        if limits is None:
+            limits = self._by_base[id(base)] = base.merged(self.override)
+            self._bases.append(base)
+        return limits
+
+    def wrap(self, app: ASGIApp) -> ASGIApp:
+        """Return ``app`` with the limits in force set in the scope before it runs."""
+        by_base = self._by_base
+        override = self.override
+        defaults = limits_for({})
+
+        async def limited(scope: Scope, receive: Receive, send: Send) -> None:
+            # PERF: limits_for() inlined, and a dict lookup: the limits of every place known
+            # at startup are ready.
+            base = scope.get(LIMITS_KEY)
+            if base is None:
+                base = getattr(scope.get("app"), "limits", defaults)
+            limits = by_base.get(id(base))
+            if limits is None:
+                # NOTE: limits not known at startup (set by a middleware, or app.limits
+                # replaced later) are still honoured, at the cost of a merge.
+                limits = limits_for(scope).merged(override)
+            scope[LIMITS_KEY] = limits
+            await app(scope, receive, send)
+
+        return limited
+
+
+def _own_limits(app: ASGIApp) -> ASGIApp:
+    """``app`` (an App) entered without the limits of the place that mounts it."""
+
+    async def own_limits(scope: Scope, receive: Receive, send: Send) -> None:
+        scope.pop(LIMITS_KEY, None)
         await app(scope, receive, send)
 
-    return limited
+    return own_limits
 
 
 class URLPath(str):
@@ -118,21 +179,26 @@ class _Endpoint(BaseRoute):
         self.middleware = list(middleware or ())
         self.limits = limits
         self.app = _not_built
+        self._override: LimitsOverride | None = None
 
     def _build_endpoint(self) -> ASGIApp:
         raise NotImplementedError
 
-    def build(self, base: Limits, app_limits: Limits, outer: Sequence[Middleware] = ()) -> None:
-        """Prepare the ASGI app: handler, middleware, and limits when they differ.
+    def build(self, outer: Sequence[Middleware] = (), outer_limits: Limits | None = None) -> None:
+        """Prepare the ASGI app: handler, middleware, and limits when they are overridden.
 
-        ``base`` are the limits of the enclosing routers, ``app_limits`` the app's, and
-        ``outer`` the middleware of the router serving the route, around the route's own.
+        ``outer`` is the middleware of the router serving the route, around the route's own,
+        and ``outer_limits`` that router's limits, which the route's own override.
         """
         app = build_stack(self._build_endpoint(), [*outer, *self.middleware])
-        limits = base.merged(self.limits)
-        if limits is not app_limits:
-            app = _with_limits(app, limits)
-        self.app = app
+        override = merge_overrides(outer_limits, self.limits)
+        # PERF: a route that overrides no limit reads those of the place it is served in.
+        self._override = None if override is None else LimitsOverride(override)
+        self.app = app if self._override is None else self._override.wrap(app)
+
+    def prepare_limits(self, base: Limits) -> Limits:
+        """Return the route's limits where ``base`` are those in force, ready for requests."""
+        return base if self._override is None else self._override.prepare(base)
 
     def _prefixed_options(
         self, middleware: Sequence[Middleware], limits: Limits | None
@@ -232,6 +298,7 @@ class Mount(BaseRoute):
         *,
         name: str | None = None,
         middleware: Sequence[Middleware] | None = None,
+        limits: Limits | None = None,
     ) -> None:
         if path and not path.startswith("/"):
             raise RouteTemplateError(f"Mount path {path!r} must start with '/'")
@@ -241,21 +308,36 @@ class Mount(BaseRoute):
         self.app = app
         self.name = name
         self.middleware = list(middleware or ())
-        # SECURITY: with middleware, nothing is served until the router prepares it.
-        self.handler: ASGIApp = _not_built if self.middleware else app
+        self.limits = limits
+        self._override: LimitsOverride | None = None
+        # SECURITY: with middleware or limits, nothing is served until the router prepares it.
+        self.handler: ASGIApp = _not_built if self.middleware or limits is not None else app
         """What the router calls: ``app`` inside the middleware (see ``build``)."""
 
-    def build(self, outer: Sequence[Middleware]) -> None:
-        """Wrap the app in ``outer`` (the serving router's middleware) and our own."""
-        self.handler = build_stack(self.app, [*outer, *self.middleware])
+    def build(self, outer: Sequence[Middleware], outer_limits: Limits | None = None) -> None:
+        """Wrap the app in ``outer`` (the serving router's middleware) and our own.
 
-    def prefixed(self, prefix: str, middleware: Sequence[Middleware] = ()) -> Mount:
-        """Return a copy under ``prefix``, with router middleware around it."""
+        ``outer_limits`` are the serving router's; with the mount's own, they are set in the
+        scope for the mounted app (``prepare_limits``).
+        """
+        self.handler, self._override = _build_target(
+            self.app, [*outer, *self.middleware], merge_overrides(outer_limits, self.limits)
+        )
+
+    def prepare_limits(self, base: Limits) -> Limits:
+        """Return the limits the mounted app sees where ``base`` are those in force."""
+        return base if self._override is None else self._override.prepare(base)
+
+    def prefixed(
+        self, prefix: str, middleware: Sequence[Middleware] = (), limits: Limits | None = None
+    ) -> Mount:
+        """Return a copy under ``prefix``, with router middleware and limits around it."""
         return Mount(
             prefix + self.path,
             self.app,
             name=self.name,
             middleware=[*middleware, *self.middleware],
+            limits=merge_overrides(limits, self.limits),
         )
 
     def copy(self) -> Mount:
@@ -309,6 +391,7 @@ class Host(BaseRoute):
         *,
         name: str | None = None,
         middleware: Sequence[Middleware] | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.path = ""
         self.host = host
@@ -317,17 +400,35 @@ class Host(BaseRoute):
         self._labels = _parse_host(host)
         self.param_names = tuple(label[0] for label in self._labels if label[1] is not None)
         self.middleware = list(middleware or ())
-        # SECURITY: with middleware, nothing is served until the router prepares it.
-        self.handler: ASGIApp = _not_built if self.middleware else app
+        self.limits = limits
+        self._override: LimitsOverride | None = None
+        # SECURITY: with middleware or limits, nothing is served until the router prepares it.
+        self.handler: ASGIApp = _not_built if self.middleware or limits is not None else app
         """What the router calls: ``app`` inside the middleware (see ``build``)."""
 
-    def build(self, outer: Sequence[Middleware]) -> None:
-        """Wrap the app in ``outer`` (the serving router's middleware) and our own."""
-        self.handler = build_stack(self.app, [*outer, *self.middleware])
+    def build(self, outer: Sequence[Middleware], outer_limits: Limits | None = None) -> None:
+        """Wrap the app in ``outer`` (the serving router's middleware) and our own.
 
-    def copy(self, middleware: Sequence[Middleware] = ()) -> Host:
-        """Return an unregistered copy, with router middleware around it."""
-        return Host(self.host, self.app, name=self.name, middleware=[*middleware, *self.middleware])
+        ``outer_limits`` are the serving router's; with the host's own, they are set in the
+        scope for the host's app (``prepare_limits``).
+        """
+        self.handler, self._override = _build_target(
+            self.app, [*outer, *self.middleware], merge_overrides(outer_limits, self.limits)
+        )
+
+    def prepare_limits(self, base: Limits) -> Limits:
+        """Return the limits the host's app sees where ``base`` are those in force."""
+        return base if self._override is None else self._override.prepare(base)
+
+    def copy(self, middleware: Sequence[Middleware] = (), limits: Limits | None = None) -> Host:
+        """Return an unregistered copy, with router middleware and limits around it."""
+        return Host(
+            self.host,
+            self.app,
+            name=self.name,
+            middleware=[*middleware, *self.middleware],
+            limits=merge_overrides(limits, self.limits),
+        )
 
     def match(self, host: str) -> dict[str, Any] | None:
         """Return the converted host params when ``host`` (a port is ignored) matches, else None.
@@ -375,6 +476,26 @@ class Host(BaseRoute):
 
     def __repr__(self) -> str:
         return f"Host(host={self.host!r}, name={self.name!r}, app={self.app!r})"
+
+
+def _build_target(
+    app: ASGIApp, middleware: list[Middleware], override: Limits | None
+) -> tuple[ASGIApp, LimitsOverride | None]:
+    """The handler of a mount or host: ``app`` in ``middleware``, limits set outside."""
+    if _has_own_limits(app):
+        # NOTE: an App applies its own limits, as it applies its own exception handlers.
+        app = _own_limits(app)
+    handler = build_stack(app, middleware)
+    if override is None:
+        return handler, None
+    limits = LimitsOverride(override)
+    return limits.wrap(handler), limits
+
+
+def _has_own_limits(app: ASGIApp) -> bool:
+    from microasgi.app import App  # NOTE: app.py imports the routing package
+
+    return isinstance(app, App)
 
 
 def _check_methods(path: str, methods: Iterable[str] | None) -> frozenset[str]:

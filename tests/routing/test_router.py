@@ -1229,3 +1229,46 @@ def test_router_add_refuses_an_unknown_record() -> None:
         Router().add(Odd())
     with pytest.raises(NotImplementedError):
         Odd().copy()
+
+
+# --- routes += and copies of the route table --------------------------------------------------
+
+
+def test_router_routes_plus_equals_registers_the_routes(client_factory: ClientFactory) -> None:
+    router = Router()
+    router.routes += [Route("/y", echo_path), Mount("/m", PlainTextResponse("m"))]
+    assert [route.path for route in router.routes] == ["/y", "/m"]
+    with client_factory(router) as client:
+        assert client.get("/y").json()["path"] == "/y"
+        assert client.get("/m/z").text == "m"
+
+
+def test_router_routes_cannot_be_replaced() -> None:
+    router = Router([Route("/y", echo_path)])
+    with pytest.raises(TypeError, match=r"Router.routes cannot be replaced.*routes \+= \[\.\.\.\]"):
+        router.routes = [Route("/z", echo_path)]  # type: ignore[assignment]
+    with pytest.raises(TypeError, match="cannot be replaced"):
+        router.routes = Router().routes
+    assert [route.path for route in router.routes] == ["/y"]
+
+
+def test_copies_of_the_route_table_are_plain_lists() -> None:
+    import copy
+
+    router = Router()
+    router.get("/y")(echo_path)
+    router.mount("/m", PlainTextResponse("m"), name="m")
+    shallow = copy.copy(router.routes)
+    assert type(shallow) is list
+    assert shallow == list(router.routes)
+    assert all(a is b for a, b in zip(shallow, router.routes))
+    deep = copy.deepcopy(router.routes)
+    assert type(deep) is list
+    assert [(type(r), r.path, r.name) for r in deep] == [
+        (type(r), r.path, r.name) for r in router.routes
+    ]
+    assert all(a is not b and a.owner is None for a, b in zip(deep, router.routes))
+    other = Router(deep)
+    assert other.url_path_for("echo_path") == "/y"
+    # The copies leave the router as it was.
+    assert len(router.routes) == 2
