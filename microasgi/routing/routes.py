@@ -283,7 +283,40 @@ class WebSocketRoute(_Endpoint):
         return f"WebSocketRoute(path={self.path!r}, name={self.name!r})"
 
 
-class Mount(BaseRoute):
+class _Served(BaseRoute):
+    """A record serving another ASGI app (a mount, a host) in its own middleware and limits."""
+
+    middleware: list[Middleware]
+    limits: Limits | None
+    handler: ASGIApp
+    """What the router calls: ``app`` inside the middleware (see ``build``)."""
+
+    def _serve(
+        self, app: ASGIApp, middleware: Sequence[Middleware] | None, limits: Limits | None
+    ) -> None:
+        self.app = app
+        self.middleware = list(middleware or ())
+        self.limits = limits
+        self._override: LimitsOverride | None = None
+        # SECURITY: with middleware or limits, nothing is served until the router prepares it.
+        self.handler = _not_built if self.middleware or limits is not None else app
+
+    def build(self, outer: Sequence[Middleware], outer_limits: Limits | None = None) -> None:
+        """Wrap the app in ``outer`` (the serving router's middleware) and our own.
+
+        ``outer_limits`` are the serving router's; with our own, they are set in the scope
+        for the app served (``prepare_limits``).
+        """
+        self.handler, self._override = _build_target(
+            self.app, [*outer, *self.middleware], merge_overrides(outer_limits, self.limits)
+        )
+
+    def prepare_limits(self, base: Limits) -> Limits:
+        """Return the limits the app served sees where ``base`` are those in force."""
+        return base if self._override is None else self._override.prepare(base)
+
+
+class Mount(_Served):
     """Any ASGI app served under a path prefix.
 
     The mounted app sees the full path in ``scope["path"]`` and the prefix appended to
@@ -305,28 +338,8 @@ class Mount(BaseRoute):
         self.path = path.rstrip("/")
         self.template = parse_template(self.path or "/")
         self.param_names = self.template.param_names
-        self.app = app
         self.name = name
-        self.middleware = list(middleware or ())
-        self.limits = limits
-        self._override: LimitsOverride | None = None
-        # SECURITY: with middleware or limits, nothing is served until the router prepares it.
-        self.handler: ASGIApp = _not_built if self.middleware or limits is not None else app
-        """What the router calls: ``app`` inside the middleware (see ``build``)."""
-
-    def build(self, outer: Sequence[Middleware], outer_limits: Limits | None = None) -> None:
-        """Wrap the app in ``outer`` (the serving router's middleware) and our own.
-
-        ``outer_limits`` are the serving router's; with the mount's own, they are set in the
-        scope for the mounted app (``prepare_limits``).
-        """
-        self.handler, self._override = _build_target(
-            self.app, [*outer, *self.middleware], merge_overrides(outer_limits, self.limits)
-        )
-
-    def prepare_limits(self, base: Limits) -> Limits:
-        """Return the limits the mounted app sees where ``base`` are those in force."""
-        return base if self._override is None else self._override.prepare(base)
+        self._serve(app, middleware, limits)
 
     def prefixed(
         self, prefix: str, middleware: Sequence[Middleware] = (), limits: Limits | None = None
@@ -378,7 +391,7 @@ class Mount(BaseRoute):
         return f"Mount(path={self.path or '/'!r}, name={self.name!r}, app={self.app!r})"
 
 
-class Host(BaseRoute):
+class Host(_Served):
     """An ASGI app (usually a Router) served for a host pattern like ``{sub}.example.com``.
 
     ``middleware`` wraps the app, inside the middleware of the router that serves the host.
@@ -395,30 +408,10 @@ class Host(BaseRoute):
     ) -> None:
         self.path = ""
         self.host = host
-        self.app = app
         self.name = name
         self._labels = _parse_host(host)
         self.param_names = tuple(label[0] for label in self._labels if label[1] is not None)
-        self.middleware = list(middleware or ())
-        self.limits = limits
-        self._override: LimitsOverride | None = None
-        # SECURITY: with middleware or limits, nothing is served until the router prepares it.
-        self.handler: ASGIApp = _not_built if self.middleware or limits is not None else app
-        """What the router calls: ``app`` inside the middleware (see ``build``)."""
-
-    def build(self, outer: Sequence[Middleware], outer_limits: Limits | None = None) -> None:
-        """Wrap the app in ``outer`` (the serving router's middleware) and our own.
-
-        ``outer_limits`` are the serving router's; with the host's own, they are set in the
-        scope for the host's app (``prepare_limits``).
-        """
-        self.handler, self._override = _build_target(
-            self.app, [*outer, *self.middleware], merge_overrides(outer_limits, self.limits)
-        )
-
-    def prepare_limits(self, base: Limits) -> Limits:
-        """Return the limits the host's app sees where ``base`` are those in force."""
-        return base if self._override is None else self._override.prepare(base)
+        self._serve(app, middleware, limits)
 
     def copy(self, middleware: Sequence[Middleware] = (), limits: Limits | None = None) -> Host:
         """Return an unregistered copy, with router middleware and limits around it."""
