@@ -29,6 +29,7 @@ __all__ = [
     "connection_keyword",
     "path_kwargs",
     "plan_call",
+    "plan_handler",
     "send_result",
 ]
 
@@ -162,19 +163,7 @@ def connection_keyword(func: Callable[..., Any], param_names: tuple[str, ...]) -
     parameter, so it is passed as ``request=``; ``None`` when ``plan_call`` passes it first
     or the handler does not take it.
     """
-    if plan_call(func, param_names)[0]:
-        return None
-    # NOTE: plan_call passes the connection first to callables without a signature, so
-    # here there is one.
-    for parameter in _signature(func).parameters.values():
-        if (
-            parameter.kind
-            in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-            and parameter.name not in param_names
-            and _takes_connection(parameter)
-        ):
-            return parameter.name
-    return None
+    return plan_handler(func, param_names)[3]
 
 
 def plan_call(
@@ -189,10 +178,17 @@ def plan_call(
     around the route may put in ``path_params`` (``None``: it takes ``**kwargs``, so all);
     a parameter for the connection (see ``connection_keyword``) is not one of them.
     """
+    return plan_handler(func, param_names)[:3]
+
+
+def plan_handler(
+    func: Callable[..., Any], param_names: tuple[str, ...]
+) -> tuple[bool, tuple[str, ...], tuple[str, ...] | None, str | None]:
+    """``plan_call`` and ``connection_keyword`` at once, from one reading of the signature."""
     try:
         parameters = _signature(func).parameters.values()
     except (TypeError, ValueError):  # builtins and some C callables have no signature
-        return True, (), ()
+        return True, (), (), None
     names = {p.name for p in parameters}
     takes_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
     positional = [
@@ -203,18 +199,24 @@ def plan_call(
     takes_var_pos = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters)
     pass_connection = takes_var_pos or bool(positional and positional[0].name not in param_names)
     wanted = tuple(n for n in param_names if takes_var_kw or n in names)
-    if takes_var_kw:
-        return pass_connection, wanted, None
-    connection = positional[0].name if pass_connection and positional else None
-    outer = tuple(
-        p.name
+    by_name = [
+        p
         for p in parameters
         if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
         and p.name not in param_names
-        and p.name != connection
-        and (pass_connection or not _takes_connection(p))
+    ]
+    keyword = None
+    if not pass_connection:
+        keyword = next((p.name for p in by_name if _takes_connection(p)), None)
+    if takes_var_kw:
+        return pass_connection, wanted, None, keyword
+    connection = positional[0].name if pass_connection and positional else None
+    outer = tuple(
+        p.name
+        for p in by_name
+        if p.name != connection and (pass_connection or not _takes_connection(p))
     )
-    return pass_connection, wanted, outer
+    return pass_connection, wanted, outer, keyword
 
 
 def path_kwargs(
@@ -233,8 +235,7 @@ def path_kwargs(
 
 def build_endpoint(func: Callable[..., Any], param_names: tuple[str, ...]) -> ASGIApp:
     """Return the ASGI app that calls an HTTP handler and sends what it returns."""
-    pass_request, wanted, outer = plan_call(func, param_names)
-    request_keyword = connection_keyword(func, param_names)
+    pass_request, wanted, outer, request_keyword = plan_handler(func, param_names)
     name = callable_name(func)
     is_async = is_async_callable(func)
 

@@ -408,14 +408,7 @@ class StreamingResponse(Response):
         disconnect); the body iterator is closed in every case.
         """
         try:
-            await _send_or_gone(
-                send,
-                {
-                    "type": "http.response.start",
-                    "status": self.status_code,
-                    "headers": self.raw_headers,
-                },
-            )
+            await _send_or_gone(send, self._start_message())
             charset = self.charset
             sent = 0
             async for chunk in self.body_iterator:
@@ -436,6 +429,13 @@ class StreamingResponse(Response):
                 # NOTE: shielded so the iterator's clean-up runs even when we were cancelled.
                 with anyio.CancelScope(shield=True):
                     await aclose()
+
+    def _start_message(self) -> Message:
+        return {
+            "type": "http.response.start",
+            "status": self.status_code,
+            "headers": self.raw_headers,
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":

@@ -223,13 +223,6 @@ class EventSourceResponse(StreamingResponse):
         if scope.cancelled_caught:
             raise ClientDisconnect
 
-    def _start_message(self) -> Message:
-        return {
-            "type": "http.response.start",
-            "status": self.status_code,
-            "headers": self.raw_headers,
-        }
-
     async def stream_response(self, send: Send) -> None:
         """Send the start message, the events with pings between them, then the end."""
         try:

@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 import anyio
 import orjson
 
-from ._endpoint import connection_keyword, path_kwargs, plan_call
+from ._endpoint import path_kwargs, plan_handler
 from ._json import dump_json, load_json
 from ._utils import callable_name, is_async_callable
 from .exceptions import WebSocketDisconnect, WebSocketException
@@ -628,8 +628,7 @@ def build_websocket_endpoint(func: Callable[..., Any], param_names: tuple[str, .
         raise TypeError(
             f"WebSocket handler {name} must be an async function (async def {name}(ws): ...)"
         )
-    pass_websocket, wanted, outer = plan_call(func, param_names)
-    websocket_keyword = connection_keyword(func, param_names)
+    pass_websocket, wanted, outer, websocket_keyword = plan_handler(func, param_names)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         websocket = scope[WEBSOCKET_KEY] = WebSocket(scope, receive, send)
