@@ -3,7 +3,7 @@
 Run it with `microasgi run examples.middleware:app` and try:
 
     curl -i localhost:8000/                       # x-process-time, x-request-id, a session
-    curl -i localhost:8000/stream                 # streamed and compressed line by line
+    curl -i --compressed localhost:8000/stream    # streamed and compressed line by line
     curl -i -H 'origin: https://shop.example' localhost:8000/
     curl -i -H 'host: evil.example' localhost:8000/   # 400
 """
