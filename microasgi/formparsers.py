@@ -41,6 +41,7 @@ __all__ = [
     "MAX_BOUNDARY_LENGTH",
     "FormParser",
     "FormReader",
+    "FormUsage",
     "MultiPartParser",
     "parse_form",
     "parse_options_header",
@@ -219,17 +220,45 @@ class FormReader:
         await self._close()
 
 
+class FormUsage:
+    """What one form took of the limits: body bytes, fields, files and its largest field.
+
+    A form is parsed once and cached on the scope, under the limits of whoever read it
+    first (a middleware reads it under the app's); ``check`` holds it to a later reader's.
+    """
+
+    __slots__ = ("body", "fields", "files", "largest_part")
+
+    def __init__(self) -> None:
+        self.body = self.fields = self.files = self.largest_part = 0
+
+    def check(self, limits: Limits) -> None:
+        """Raise the `HTTPException` a parse within ``limits`` would have raised, if any."""
+        if limits.max_body_size is not None and self.body > limits.max_body_size:
+            raise HTTPException(
+                413, f"Request body exceeds the limit of {limits.max_body_size} bytes"
+            )
+        if limits.max_fields is not None and self.fields > limits.max_fields:
+            raise _too_many("fields", limits.max_fields, "max_fields")
+        if limits.max_files is not None and self.files > limits.max_files:
+            raise _too_many("files", limits.max_files, "max_files")
+        if limits.max_part_size is not None and self.largest_part > limits.max_part_size:
+            raise _part_too_large(limits.max_part_size)
+
+
 async def parse_form(
     headers: Headers,
     stream: AsyncIterator[bytes],
     limits: Limits,
     *,
     strict: bool = True,
+    usage: FormUsage | None = None,
 ) -> FormData:
     """Parse the form body in ``stream``, as its request ``headers`` describe, within ``limits``.
 
     Another media type (or none) is a 415 when ``strict``, else an empty form. A compressed
     body (``Content-Encoding`` other than identity) is a 415 too. Neither is read.
+    ``usage``, when given, is filled in with what the form took (see `FormUsage`).
     """
     content_type: str | None = headers.get("content-type")
     media_type = (content_type or "").partition(";")[0].strip(" \t").lower()
@@ -256,7 +285,13 @@ async def parse_form(
         parser = FormParser(limits, charset)
     else:
         parser = MultiPartParser(_boundary(options), limits, charset)
-    return await parser.parse(stream)
+    form = await parser.parse(stream)
+    if usage is not None:
+        usage.body = parser.received
+        usage.fields = parser._fields
+        usage.files = parser.files
+        usage.largest_part = parser.largest_part
+    return form
 
 
 def _charset(options: dict[str, str]) -> str:
@@ -405,6 +440,9 @@ class _StreamingParser:
         self.items: list[tuple[str, UploadFile | str]] = []
         self._fields = 0
         self._max_fields = _bound(limits.max_fields)
+        self.received = 0  # body bytes read
+        self.files = 0
+        self.largest_part = 0  # bytes of the largest non-file name, value or part
 
     def write(self, data: bytes) -> None:
         raise NotImplementedError
@@ -424,6 +462,7 @@ class _StreamingParser:
         small_size = 0
         try:
             async for chunk in stream:
+                self.received += len(chunk)
                 if not small and len(chunk) >= _MIN_FEED_SIZE:
                     await self._feed(chunk)
                     continue
@@ -525,6 +564,9 @@ class FormParser(_StreamingParser):
         self._value.append(data[start:end])
 
     def _on_field_end(self) -> None:
+        largest = max(self._name_size, self._value_size)
+        if largest > self.largest_part:
+            self.largest_part = largest
         if self._settled:
             self._settled = False
             name, value = _decoded(self._name), _decoded(self._value)
@@ -565,7 +607,6 @@ class MultiPartParser(_StreamingParser):
         self._memory_budget = spool * _SPOOLED_FILES
         self._in_memory = 0
         self._spool = SharedSpool()
-        self._files = 0
         self._uploads: list[UploadFile] = []
         self._header_name: list[bytes] = []
         self._header_value: list[bytes] = []
@@ -670,9 +711,9 @@ class MultiPartParser(_StreamingParser):
             self._data = []
             self._size = 0
             return
-        self._files += 1
+        self.files += 1
         limit = self.limits.max_files
-        if limit is not None and self._files > limit:
+        if limit is not None and self.files > limit:
             raise _too_many("files", limit, "max_files")
         # NOTE: the file outlives this call: FormData.close() or abort() closes it.
         file = SharedSpooledFile(self._spool, self._spool_max_size)
@@ -697,6 +738,8 @@ class MultiPartParser(_StreamingParser):
 
     def _on_part_end(self) -> None:
         if self._upload is None:
+            if self._size > self.largest_part:
+                self.largest_part = self._size
             self.items.append((self._name, _decode(b"".join(self._data), self._field_charset)))
             self._data = []
             return

@@ -36,6 +36,14 @@ BODY_KEY = "microasgi.body"
 FORM_KEY = "microasgi.form"
 """Scope key of the parsed form, so every Request over one scope sees the same one."""
 
+BODY_LIMITS_KEY = "microasgi.body_limits"
+"""Scope key of a callable that a Request hands its ``Limits`` as it starts reading the body:
+a middleware that transforms the body (``RequestDecompressionMiddleware``) enforces those of
+the route that reads it, which a mount's copy of the scope would otherwise hide from it."""
+
+FORM_USAGE_KEY = "microasgi.form_usage"
+"""Scope key of the ``FormUsage`` of the parsed form, to hold it to a later reader's limits."""
+
 APP_ROOT_KEY = "microasgi.app_root"
 """Scope key of ``(app, root_path, outer)``: the root path an app is served at, recorded by
 the first mount below it (mounts extend ``scope["root_path"]``); ``outer`` is the record of
@@ -206,6 +214,7 @@ class Request(HTTPConnection):
         """Yield the body in chunks as they arrive, enforcing ``max_body_size``."""
         body = self.scope.get(BODY_KEY)
         if body is not None:
+            _check_cached(body, self.scope)
             if body:
                 yield body
             return
@@ -228,6 +237,7 @@ class Request(HTTPConnection):
         """Return the whole body; cached, so middleware and handler can both read it."""
         body: bytes | None = self.scope.get(BODY_KEY)
         if body is not None:
+            _check_cached(body, self.scope)
             return body
         # PERF: read here rather than through stream(): no async generator to set up,
         # and a body that arrives in one message is not copied.
@@ -257,7 +267,11 @@ class Request(HTTPConnection):
             raise RuntimeError("The request body was already streamed; read it only once")
         self._stream_consumed = True
         self._received = 0
-        return self._body_limit()
+        limits = limits_for(self.scope)
+        tell = self.scope.get(BODY_LIMITS_KEY)
+        if tell is not None:
+            tell(limits)
+        return self._body_limit(limits.max_body_size)
 
     def _take(self, message: Message, limit: int | None) -> tuple[bytes, bool]:
         """Return a received message's body chunk and whether more follow."""
@@ -305,20 +319,30 @@ class Request(HTTPConnection):
         """
 
         # PERF: the form parser (and python-multipart) loads on the first form.
-        from .formparsers import FormReader, parse_form, tightened
+        from .formparsers import FormReader, FormUsage, parse_form, tightened
 
         async def load() -> FormData:
             form: FormData | None = self.scope.get(FORM_KEY)
+            limits = tightened(
+                limits_for(self.scope),
+                max_files=max_files,
+                max_fields=max_fields,
+                max_part_size=max_part_size,
+            )
             if form is None:
-                limits = tightened(
-                    limits_for(self.scope),
-                    max_files=max_files,
-                    max_fields=max_fields,
-                    max_part_size=max_part_size,
-                )
                 strict = getattr(self.scope.get("app"), "strict_content_type", True)
-                form = await parse_form(self.headers, self.stream(), limits, strict=strict)
+                usage = FormUsage()
+                form = await parse_form(
+                    self.headers, self.stream(), limits, strict=strict, usage=usage
+                )
                 self.scope[FORM_KEY] = form
+                self.scope[FORM_USAGE_KEY] = usage
+                return form
+            # SECURITY: a form parsed further out (a middleware, under the app's limits) is
+            # held to this route's limits and this call's, as a parse here would have been.
+            cached: FormUsage | None = self.scope.get(FORM_USAGE_KEY)
+            if cached is not None:
+                cached.check(limits)
             return form
 
         return FormReader(load, self.close)
@@ -369,8 +393,7 @@ class Request(HTTPConnection):
             self._buffered: list[Message] = buffered
         return buffered
 
-    def _body_limit(self) -> int | None:
-        limit = limits_for(self.scope).max_body_size
+    def _body_limit(self, limit: int | None) -> int | None:
         if limit is not None:
             length = self.headers.get("content-length")
             # SECURITY: refuse before reading anything when the client announces too much.
@@ -440,6 +463,15 @@ def _url_path_for(
 def _quote_root(root_path: str) -> str:
     """``root_path`` percent-encoded (it is decoded in the scope), without a trailing slash."""
     return quote(root_path.rstrip("/"), safe=_PATH_SAFE) if root_path else ""
+
+
+def _check_cached(body: bytes, scope: Scope) -> None:
+    """Refuse a body cached further out (a middleware read it) that is over this limit."""
+    # SECURITY: a middleware reads the body under the app's limits, before routing; a route
+    # with a lower max_body_size must not get a larger body through the cache.
+    limit = limits_for(scope).max_body_size
+    if limit is not None and len(body) > limit:
+        raise _too_large(limit)
 
 
 def _too_large(limit: int) -> HTTPException:

@@ -42,7 +42,9 @@ __all__ = [
 logger = logging.getLogger("microasgi")
 
 WEBSOCKET_KEY = "microasgi.websocket"
-"""Scope key of the handler's WebSocket, so error handling knows the connection's state."""
+"""Scope key of a one-item list holding the handler's WebSocket (None until the handler
+runs), so error handling knows the connection's state. The router puts the list in the
+scope before a mount or a middleware copies it, so every copy shares it."""
 
 DENIAL_EXTENSION = "websocket.http.response"
 """The ASGI extension that lets an app answer the handshake with an HTTP response."""
@@ -627,7 +629,12 @@ def build_websocket_endpoint(func: Callable[..., Any], param_names: tuple[str, .
     pass_websocket, wanted, outer, websocket_keyword = plan_handler(func, param_names)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        websocket = scope[WEBSOCKET_KEY] = WebSocket(scope, receive, send)
+        websocket = WebSocket(scope, receive, send)
+        slot: list[WebSocket | None] | None = scope.get(WEBSOCKET_KEY)
+        if slot is None:
+            scope[WEBSOCKET_KEY] = [websocket]
+        else:
+            slot[0] = websocket
         if wanted or outer != ():
             kwargs = path_kwargs(scope.get("path_params") or {}, wanted, outer)
         else:
@@ -662,8 +669,12 @@ def _only_disconnects(exc: BaseException) -> bool:
 
 def connection_of(scope: Scope, receive: Receive, send: Send) -> WebSocket:
     """The WebSocket the handler used for ``scope``, or a new one if none was made yet."""
-    websocket = scope.get(WEBSOCKET_KEY)
-    if isinstance(websocket, WebSocket):
+    # SECURITY: the handler's own WebSocket, even when the handler ran on a copy of this
+    # scope (a mount, a route middleware): a new one would think the handshake still open,
+    # and answer an error after accept() with a denial the server refuses, never closing.
+    slot: list[WebSocket | None] | None = scope.get(WEBSOCKET_KEY)
+    websocket = slot[0] if slot else None
+    if websocket is not None:
         return websocket
     return WebSocket(scope, receive, send)
 

@@ -913,3 +913,137 @@ class TestProbe22CompressedBodies:
         with client_factory(app) as client:
             response = post(client, bomb, {**URLENCODED, "content-encoding": "gzip"})
         assert response.status_code == 415
+
+
+# --- 20 and 1-3, 10 again: a body or form read first by a middleware ------------------------
+
+
+def middleware_app(read: str, route_limits: Limits, **form_options: int) -> App:
+    """An app whose http middleware reads the body (`read`) before the route POST / runs.
+
+    The route answers what its handler reads: the body's length, the streamed length, or
+    the form's field count.
+    """
+    app = App()
+
+    @app.middleware("http")
+    async def reader(request: Request, call_next: Any) -> Any:
+        await (request.body() if read == "body" else request.form())
+        return await call_next(request)
+
+    @app.post("/body", limits=route_limits)
+    async def body(request: Request) -> dict[str, int]:
+        return {"size": len(await request.body())}
+
+    @app.post("/stream", limits=route_limits)
+    async def stream(request: Request) -> dict[str, int]:
+        return {"size": sum([len(chunk) async for chunk in request.stream()])}
+
+    @app.post("/form", limits=route_limits)
+    async def form(request: Request) -> dict[str, int]:
+        return {"items": len((await request.form(**form_options)).multi_items())}
+
+    return app
+
+
+class TestLimitsAfterAMiddlewareRead:
+    """A middleware reads under the app's limits; the route's lower ones still hold."""
+
+    @pytest.mark.parametrize("path", ["/body", "/stream", "/form"])
+    def test_a_cached_body_over_the_route_limit_is_413(
+        self, client_factory: ClientFactory, path: str
+    ) -> None:
+        app = middleware_app("body", Limits(max_body_size=100))
+        with client_factory(app) as client:
+            response = client.post(path, content=b"a=" + b"x" * 200, headers=URLENCODED)
+            assert response.status_code == 413
+            assert response.json() == {"detail": "Request body exceeds the limit of 100 bytes"}
+            small = client.post(path, content=b"a=" + b"x" * 98, headers=URLENCODED)
+            assert small.status_code == 200
+
+    @pytest.mark.parametrize(
+        ("route_limits", "files", "status", "detail"),
+        [
+            (
+                Limits(max_fields=2),
+                False,
+                400,
+                "Too many fields in the form: the limit is 2 (max_fields)",
+            ),
+            (
+                Limits(max_part_size=10),
+                False,
+                413,
+                "A form field exceeds the limit of 10 bytes (max_part_size); send it as a file",
+            ),
+            (
+                Limits(max_body_size=100),
+                False,
+                413,
+                "Request body exceeds the limit of 100 bytes",
+            ),
+            (
+                Limits(max_files=2),
+                True,
+                400,
+                "Too many files in the form: the limit is 2 (max_files)",
+            ),
+        ],
+    )
+    def test_a_cached_form_is_held_to_the_route_limits(
+        self,
+        client_factory: ClientFactory,
+        route_limits: Limits,
+        files: bool,
+        status: int,
+        detail: str,
+    ) -> None:
+        app = middleware_app("form", route_limits)
+        with client_factory(app) as client:
+            if files:
+                response = client.post("/form", files=[("f", (f"{i}.txt", b"z")) for i in range(3)])
+            else:
+                response = client.post("/form", data={f"f{i}": "v" * 20 for i in range(5)})
+        assert response.status_code == status
+        assert response.json() == {"detail": detail}
+
+    def test_a_cached_form_is_held_to_the_arguments_of_form(
+        self, client_factory: ClientFactory
+    ) -> None:
+        app = middleware_app("form", Limits(), max_fields=1)
+        with client_factory(app) as client:
+            response = client.post("/form", data={"a": "1", "b": "2"})
+            assert response.status_code == 400
+            assert response.json() == {
+                "detail": "Too many fields in the form: the limit is 1 (max_fields)"
+            }
+            assert client.post("/form", data={"a": "1"}).json() == {"items": 1}
+
+    def test_a_cached_form_within_the_route_limits_is_the_same_form(
+        self, client_factory: ClientFactory
+    ) -> None:
+        app = middleware_app("form", Limits(max_fields=5, max_part_size=20, max_files=1))
+        with client_factory(app) as client:
+            response = client.post("/form", data={"a": "x" * 20}, files={"f": ("f", b"z")})
+        assert response.json() == {"items": 2}
+
+    @pytest.mark.anyio
+    async def test_the_usage_of_a_urlencoded_form_counts_what_was_sent(self) -> None:
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b"a=%41%41%41&bb=1&&c", "more_body": False}
+
+        from microasgi.formparsers import FormUsage, parse_form
+
+        request = Request(make_scope(URLENCODED["content-type"]), receive)
+        usage = FormUsage()
+        await parse_form(request.headers, request.stream(), Limits(), usage=usage)
+        assert (usage.body, usage.fields, usage.files, usage.largest_part) == (19, 3, 0, 9)
+        usage.check(Limits(max_part_size=9, max_fields=3, max_files=0, max_body_size=19))
+
+    @pytest.mark.anyio
+    async def test_a_form_cached_by_other_code_is_returned_as_it_is(self) -> None:
+        from microasgi.datastructures import FormData
+
+        form = FormData([("a", "1"), ("b", "2")])
+        scope = make_scope(URLENCODED["content-type"], **{"microasgi.form": form})
+        assert await Request(scope).form(max_fields=1) is form

@@ -14,7 +14,7 @@ import pytest
 
 from microasgi._errors import ExceptionHandlers
 from microasgi.app import App
-from microasgi.exceptions import WebSocketDisconnect, WebSocketException
+from microasgi.exceptions import HTTPException, WebSocketDisconnect, WebSocketException
 from microasgi.limits import Limits
 from microasgi.middleware import Middleware
 from microasgi.responses import JSONResponse
@@ -1690,3 +1690,72 @@ async def test_other_grouped_errors_still_fail(anyio_backend: str) -> None:
     server = Server()
     await run_endpoint(handler, server)
     assert server.sent[-1]["code"] == 1011
+
+
+class CopyScope:
+    """A route middleware that hands its app a copy of the scope, as many ASGI ones do."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(dict(scope), receive, send)
+
+
+def failing_after_accept(router: Router | App, **options: Any) -> None:
+    @router.websocket("/boom", **options)
+    async def boom(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.send_text("accepted")
+        raise Boom("after accept")
+
+    @router.websocket("/http-error", **options)
+    async def http_error(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.send_text("accepted")
+        raise HTTPException(403, "no more")
+
+
+def served_on_a_copy(where: str) -> App:
+    """An app whose WebSocket handlers run on a copy of the scope the router answers with."""
+    app = App()
+    if where == "mounted router":
+        router = Router()
+        failing_after_accept(router)
+        app.mount("/at", router)
+    elif where == "router under a mounted router":
+        inner, outer = Router(), Router()
+        failing_after_accept(inner)
+        outer.mount("/in", inner)
+        app.mount("/at", outer)
+    else:
+        failing_after_accept(app, middleware=[Middleware(CopyScope)])
+    return app
+
+
+PREFIXES = {"mounted router": "/at", "router under a mounted router": "/at/in", "middleware": ""}
+
+
+@pytest.mark.parametrize("where", list(PREFIXES))
+def test_an_error_after_accept_closes_1011_on_a_copied_scope(where: str) -> None:
+    # NOTE: the error handling above the copy once made a new WebSocket that thought the
+    # handshake was still open: it sent a denial after accept(), which servers refuse, and
+    # the socket stayed open with nothing on the server side.
+    app = served_on_a_copy(where)
+    with TestClient(app, raise_server_exceptions=False, timeout=2) as client:
+        with client.websocket_connect(PREFIXES[where] + "/boom") as ws:
+            assert ws.receive_text() == "accepted"
+            assert ws.receive() == {
+                "type": "websocket.close",
+                "code": 1011,
+                "reason": "Internal Server Error",
+            }
+
+
+@pytest.mark.parametrize("where", list(PREFIXES))
+def test_an_http_exception_after_accept_closes_1008_on_a_copied_scope(where: str) -> None:
+    app = served_on_a_copy(where)
+    with TestClient(app, timeout=2) as client:
+        with client.websocket_connect(PREFIXES[where] + "/http-error") as ws:
+            assert ws.receive_text() == "accepted"
+            assert ws.receive() == {"type": "websocket.close", "code": 1008, "reason": "no more"}

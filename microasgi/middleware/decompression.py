@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from microasgi.exceptions import HTTPException
-from microasgi.limits import announces_more, limits_for
-from microasgi.requests import BODY_KEY, FORM_KEY
+from microasgi.limits import Limits, announces_more, limits_for
+from microasgi.requests import BODY_KEY, BODY_LIMITS_KEY, FORM_KEY
 from microasgi.responses import JSONResponse
 from microasgi.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
 
@@ -289,6 +289,9 @@ class RequestDecompressionMiddleware:
         inner.pop(BODY_KEY, None)
         inner.pop(FORM_KEY, None)
         inflating = _InflatingReceive(decoders, receive, inner, length)
+        # SECURITY: a mount runs its app on a copy of the scope, where a route below it puts
+        # its own limits; the Request that reads the body hands them over.
+        inner[BODY_LIMITS_KEY] = inflating.use_limits
         started = False
 
         async def tracking_send(message: Message) -> None:
@@ -372,10 +375,16 @@ class _InflatingReceive:
             self.error = exc
             raise
 
-    def _start(self) -> None:
+    def use_limits(self, limits: Limits) -> None:
+        """Hold the body to ``limits``: those of the route whose Request reads it."""
+        self._start(limits)
+
+    def _start(self, limits: Limits | None = None) -> None:
         # NOTE: looked up at the first read, not per call of the middleware: by then the
-        # route has put its own limits in the scope.
-        limits = limits_for(self._scope)
+        # route has put its own limits in the scope (unless it runs under a mount, whose
+        # copy of the scope this one does not see: its Request calls use_limits()).
+        if limits is None:
+            limits = limits_for(self._scope)
         self._limit = limits.max_decompressed_size
         self._max_body = limit = limits.max_body_size
         length = self._length

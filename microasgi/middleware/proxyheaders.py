@@ -1,4 +1,4 @@
-"""ProxyHeadersMiddleware: believe X-Forwarded-* and Forwarded from trusted proxies only."""
+"""ProxyHeadersMiddleware: believe X-Forwarded-* or Forwarded from trusted proxies only."""
 
 from __future__ import annotations
 
@@ -20,6 +20,10 @@ _HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?", re.
 # SECURITY: what a forwarded client may be besides an IP address: RFC 7239's "unknown" and
 # obfuscated identifiers; anything else is ignored, since request.client reaches log lines.
 _NODE_NAME = re.compile(r"unknown|_[A-Za-z0-9._-]+", re.ASCII | re.IGNORECASE)
+# SECURITY: the zone of an IPv6 address ("fe80::1%eth0") is free text to `ipaddress`
+# (spaces, quotes, escape sequences); a forwarded one is taken only when it is a plain name.
+_ZONE = re.compile(r"[A-Za-z0-9._-]{1,64}", re.ASCII)
+_HEADER_KINDS = ("x-forwarded", "forwarded")
 _NO_PORT = 65536  # past the last port: a value this high is no port
 _SCHEMES = frozenset({"http", "https", "ws", "wss"})
 _WEBSOCKET_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
@@ -33,16 +37,29 @@ class ProxyHeadersMiddleware:
 
     Only when the connection comes from one of ``trusted_hosts`` (IP addresses and
     networks such as ``"10.0.0.0/8"``; ``"*"`` trusts any peer, for a server only a proxy
-    can reach) are the headers read: RFC 7239 ``Forwarded``, else ``X-Forwarded-For``,
-    ``X-Forwarded-Proto`` and ``X-Forwarded-Host``. The client is the right-most address
+    can reach) are the headers read: those the proxy writes, ``headers="x-forwarded"``
+    (``X-Forwarded-For``, ``X-Forwarded-Proto`` and ``X-Forwarded-Host``, the default) or
+    ``headers="forwarded"`` (RFC 7239 ``Forwarded``). The other kind is ignored: a proxy
+    passes on what the client sent of it. The client is the right-most address
     that is not itself a trusted proxy; ``scope["client"]``, ``scope["scheme"]`` and the
     ``Host`` header are rewritten, so ``request.client`` and ``request.url`` are the ones
     the client used. A connection without a peer address (a Unix socket) is trusted only
     with ``"*"``.
     """
 
-    def __init__(self, app: ASGIApp, trusted_hosts: str | Iterable[str] = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        trusted_hosts: str | Iterable[str] = "127.0.0.1",
+        headers: str = "x-forwarded",
+    ) -> None:
+        if headers not in _HEADER_KINDS:
+            raise ValueError(
+                f"Invalid headers {headers!r}: use the kind the proxy writes, "
+                '"x-forwarded" (X-Forwarded-For, -Proto, -Host) or "forwarded" (RFC 7239)'
+            )
         self.app = app
+        self.headers = headers
         hosts = (
             [h.strip() for h in trusted_hosts.split(",")]
             if isinstance(trusted_hosts, str)
@@ -78,21 +95,21 @@ class ProxyHeadersMiddleware:
 
     def rewrite(self, scope: Scope) -> None:
         """Apply the forwarded client, scheme and host to ``scope``."""
-        forwarded: list[str] = []
-        xff: list[str] = []
-        proto = host = None
-        for name, value in scope["headers"]:
-            if name == b"forwarded":
-                forwarded.append(value.decode("latin-1"))
-            elif name == b"x-forwarded-for":
-                xff.append(value.decode("latin-1"))
-            elif name == b"x-forwarded-proto":
-                proto = value.decode("latin-1")
-            elif name == b"x-forwarded-host":
-                host = value.decode("latin-1")
-        if forwarded:
+        # SECURITY: only the kind of header the proxy writes. A proxy that writes
+        # X-Forwarded-* passes on a Forwarded header the client made up, and the reverse.
+        if self.headers == "forwarded":
+            forwarded = [v.decode("latin-1") for n, v in scope["headers"] if n == b"forwarded"]
             hops = _parse_forwarded(",".join(forwarded))
         else:
+            xff: list[str] = []
+            proto = host = None
+            for name, value in scope["headers"]:
+                if name == b"x-forwarded-for":
+                    xff.append(value.decode("latin-1"))
+                elif name == b"x-forwarded-proto":
+                    proto = value.decode("latin-1")
+                elif name == b"x-forwarded-host":
+                    host = value.decode("latin-1")
             hops = _x_forwarded_hops(xff, proto, host)
         hop = self._client_hop(hops[-_MAX_HOPS:])
         if hop is None:
@@ -114,7 +131,7 @@ class ProxyHeadersMiddleware:
         address = hop.get("for")
         if address is not None:
             host, port = _split_host_port(address)
-            if _address(host) is not None or _NODE_NAME.fullmatch(host):
+            if _is_client_address(host) or _NODE_NAME.fullmatch(host):
                 scope["client"] = (host, port)
         proto = hop.get("proto", "").lower()
         if proto in _SCHEMES:
@@ -149,6 +166,15 @@ def _address(host: str | None) -> _Address | None:
         return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return None
+
+
+def _is_client_address(host: str) -> bool:
+    """Whether a forwarded ``host`` is an IP address, with a zone (if any) that is a name."""
+    address = _address(host)
+    if address is None:
+        return False
+    zone = getattr(address, "scope_id", None)
+    return zone is None or _ZONE.fullmatch(zone) is not None
 
 
 def _split_host_port(value: str) -> tuple[str, int]:

@@ -14,7 +14,7 @@ from microasgi.limits import Limits, limits_for
 from microasgi.middleware import Middleware
 from microasgi.requests import APP_ROOT_KEY
 from microasgi.types import ASGIApp, HandlerT, Message, Receive, Scope, Send
-from microasgi.websockets import websocket_not_found
+from microasgi.websockets import WEBSOCKET_KEY, websocket_not_found
 
 from .routes import (
     BaseRoute,
@@ -43,6 +43,10 @@ WebSocket route, whatever method it sends.
 
 _STANDALONE_ERRORS = ExceptionHandlers({})
 """How a Router served without an App answers what its routes raise: as an App would."""
+
+# The query characters a slash redirect keeps as sent: RFC 3986's sub-delims, ":", "@", "/",
+# "?" and "%" (escapes stay escapes); anything else is percent-encoded.
+_QUERY_SAFE = "/?:@!$&'()*+,;=%"
 
 
 _READ_ONLY = (
@@ -505,6 +509,10 @@ class Router:
             method = scope["method"]
         elif scope_type == "websocket":
             method = WEBSOCKET
+            if WEBSOCKET_KEY not in scope:
+                # NOTE: shared by every copy of the scope below, so that the error handling
+                # here finds the WebSocket a handler under a mount or a middleware was given.
+                scope[WEBSOCKET_KEY] = [None]
         else:
             await (self.lifespan_handler or self._lifespan)(scope, receive, send)
             return
@@ -633,7 +641,10 @@ class Router:
         location = quote(scope.get("root_path", "").rstrip("/") + other, safe="/:@!$&'()*+,;=-._~")
         query = scope.get("query_string", b"")
         if query:
-            location += "?" + query.decode("latin-1")
+            # SECURITY: HTTP/2 clients may send a query holding spaces, control characters,
+            # "#" or non-ASCII bytes, none of which belongs raw in a header (nor "#" in a
+            # query); escapes already in it are kept as sent.
+            location += "?" + quote(query, safe=_QUERY_SAFE)
         return location
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:

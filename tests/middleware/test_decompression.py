@@ -27,6 +27,7 @@ from microasgi.middleware._optional import load_optional
 from microasgi.middleware.decompression import available_decodings
 from microasgi.requests import Request
 from microasgi.responses import JSONResponse, StreamingResponse
+from microasgi.routing import Router
 from microasgi.testing import TestClient
 from microasgi.types import Message, Receive, Scope, Send
 from tests.integration.servers import require_module, serve, server_argv
@@ -461,6 +462,48 @@ def test_route_limits_apply(client_factory: ClientFactory) -> None:
         assert "limit of 1000 bytes" in response.json()["detail"]
         response = client.post("/body", content=body, headers={"content-encoding": "gzip"})
         assert response.json()["size"] == 1001
+
+
+def mounted_apps() -> dict[str, Any]:
+    """What a decompressing app can serve a route through: each is mounted at /m."""
+    tight = Limits(max_decompressed_size=1000)
+    loose = Limits(max_decompressed_size=None, max_body_size=None)
+    sub = App()
+    router = Router(limits=tight)
+    wide = Router(limits=loose)
+
+    @sub.post("/tight", limits=tight)
+    @sub.post("/loose", limits=loose)
+    @router.post("/tight")
+    @wide.post("/loose")
+    async def size(request: Request) -> dict[str, int]:
+        return {"size": len(await request.body())}
+
+    return {"app": sub, "router": router, "wide": wide}
+
+
+@pytest.mark.parametrize("kind", ["app", "router"])
+def test_route_limits_apply_under_a_mount(client_factory: ClientFactory, kind: str) -> None:
+    app = make_app()
+    app.mount("/m", mounted_apps()[kind])
+    body = gzip.compress(bytes(1001))
+    with client_factory(app) as client:
+        response = client.post("/m/tight", content=body, headers={"content-encoding": "gzip"})
+    assert response.status_code == 413
+    assert response.json() == {
+        "detail": "Request body inflates past the limit of 1000 bytes (max_decompressed_size)"
+    }
+
+
+@pytest.mark.parametrize("kind", ["app", "wide"])
+def test_lifted_route_limits_apply_under_a_mount(client_factory: ClientFactory, kind: str) -> None:
+    app = make_app(Limits(max_decompressed_size=MiB, max_body_size=MiB))
+    app.mount("/m", mounted_apps()[kind])
+    body = zero_bomb("gzip", 4)
+    with client_factory(app) as client:
+        response = client.post("/m/loose", content=body, headers={"content-encoding": "gzip"})
+    assert response.status_code == 200
+    assert response.json() == {"size": 4 * MiB}
 
 
 def test_no_decompressed_limit(client_factory: ClientFactory) -> None:

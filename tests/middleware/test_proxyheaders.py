@@ -17,8 +17,9 @@ ClientFactory = Callable[..., TestClient]
 PROXY = ("10.0.0.5", 40000)
 
 
-def make_app(trusted_hosts: Any = "10.0.0.0/8") -> App:
-    app = App(middleware=[Middleware(ProxyHeadersMiddleware, trusted_hosts=trusted_hosts)])
+def make_app(trusted_hosts: Any = "10.0.0.0/8", headers: str = "x-forwarded") -> App:
+    layer = Middleware(ProxyHeadersMiddleware, trusted_hosts=trusted_hosts, headers=headers)
+    app = App(middleware=[layer])
 
     @app.get("/")
     async def index(request: Request) -> dict[str, Any]:
@@ -116,7 +117,7 @@ def test_unknown_schemes_are_ignored(client_factory: ClientFactory, proto: str) 
 
 
 def test_rfc_7239_forwarded(client_factory: ClientFactory) -> None:
-    with client_factory(make_app(), client=PROXY) as client:
+    with client_factory(make_app(headers="forwarded"), client=PROXY) as client:
         header = (
             'for=6.6.6.6;proto=http, For="[2001:db8::1]:4711";Proto=https;host="a.example", '
             "for=10.1.1.1"
@@ -133,8 +134,30 @@ def test_rfc_7239_forwarded(client_factory: ClientFactory) -> None:
         assert seen(client, forwarded=",,")["client"] == list(PROXY)
         assert seen(client, forwarded='for=""')["client"] == list(PROXY)
         header = "for=1.1.1.1"
-        both = {"forwarded": header, "x-forwarded-for": "2.2.2.2"}
-        assert seen(client, **both)["client"] == ["1.1.1.1", 0]
+        both = {"forwarded": header, "x-forwarded-for": "2.2.2.2", "x-forwarded-proto": "https"}
+        assert seen(client, **both) == {"client": ["1.1.1.1", 0], "url": "http://testserver/"}
+        assert seen(client, **{"x-forwarded-for": "2.2.2.2"})["client"] == list(PROXY)
+
+
+def test_a_forwarded_header_from_the_client_is_ignored(client_factory: ClientFactory) -> None:
+    # SECURITY: a proxy that writes X-Forwarded-* (nginx, most load balancers) passes on a
+    # Forwarded header the client made up; believing it would let the client pick its
+    # address, scheme and host.
+    headers = {
+        "x-forwarded-for": "203.0.113.9",
+        "forwarded": "for=127.0.0.1;proto=https;host=evil.example",
+    }
+    with client_factory(make_app(), client=PROXY) as client:
+        assert seen(client, **headers) == {
+            "client": ["203.0.113.9", 0],
+            "url": "http://testserver/",
+        }
+        assert seen(client, forwarded="for=1.1.1.1")["client"] == list(PROXY)
+
+
+def test_an_unknown_kind_of_headers_is_refused() -> None:
+    with pytest.raises(ValueError, match=r'"x-forwarded" .* or "forwarded"'):
+        ProxyHeadersMiddleware(PlainTextResponse("x"), headers="both")
 
 
 def test_trust_everyone(client_factory: ClientFactory) -> None:
@@ -188,7 +211,8 @@ def test_invalid_trusted_hosts(host: str) -> None:
 )
 def test_a_port_that_is_not_a_port(client_factory: ClientFactory, name: str, value: str) -> None:
     # NOTE: "²" is a digit to str.isdigit() but not to int().
-    with client_factory(make_app(), client=PROXY) as client:
+    kind = "forwarded" if name == "forwarded" else "x-forwarded"
+    with client_factory(make_app(headers=kind), client=PROXY) as client:
         response = client.get("/", headers={name: value.encode("latin-1")})
         assert response.json()["client"][1] == 0
 
@@ -203,8 +227,29 @@ def test_a_forwarded_for_that_is_not_an_address(
     # IP address, or RFC 7239's "unknown" and "_obfuscated" names, replace the peer's.
     with client_factory(make_app(), client=PROXY) as client:
         assert seen(client, **{"x-forwarded-for": address})["client"] == list(PROXY)
-        assert seen(client, forwarded=f'for="{address}"')["client"] == list(PROXY)
         headers = {"x-forwarded-for": address, "x-forwarded-proto": "https"}
         assert seen(client, **headers)["url"] == "https://testserver/"
-    with client_factory(make_app(), client=PROXY) as client:
+    with client_factory(make_app(headers="forwarded"), client=PROXY) as client:
+        assert seen(client, forwarded=f'for="{address}"')["client"] == list(PROXY)
         assert seen(client, forwarded="for=_hidden-1.x")["client"] == ["_hidden-1.x", 0]
+
+
+@pytest.mark.parametrize(
+    "zone", ["\x1b[2J\x1b[31mFAKE", '<script>"x"', "a b", "eth0;x", "e" * 65, ""]
+)
+def test_a_forwarded_ipv6_zone_that_is_not_a_name(client_factory: ClientFactory, zone: str) -> None:
+    # SECURITY: ipaddress takes any text after "%" as an IPv6 zone, so a zone could carry
+    # header text (and, over HTTP/2, escape sequences) into request.client and access logs.
+    address = f"fe80::1%{zone}"
+    with client_factory(make_app(), client=PROXY) as client:
+        assert seen(client, **{"x-forwarded-for": address})["client"] == list(PROXY)
+    with client_factory(make_app(headers="forwarded"), client=PROXY) as client:
+        assert seen(client, forwarded=f'for="[{address}]:80"')["client"] == list(PROXY)
+
+
+def test_a_forwarded_ipv6_zone_that_is_a_name(client_factory: ClientFactory) -> None:
+    with client_factory(make_app(), client=PROXY) as client:
+        assert seen(client, **{"x-forwarded-for": "fe80::1%eth0"})["client"] == ["fe80::1%eth0", 0]
+    with client_factory(make_app(headers="forwarded"), client=PROXY) as client:
+        result = seen(client, forwarded='for="[fe80::2%en0.1_a-b]:8080"')
+        assert result["client"] == ["fe80::2%en0.1_a-b", 8080]

@@ -1272,3 +1272,47 @@ def test_copies_of_the_route_table_are_plain_lists() -> None:
     assert other.url_path_for("echo_path") == "/y"
     # The copies leave the router as it was.
     assert len(router.routes) == 2
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("query", "location"),
+    [
+        (b"a=\x01b", "/a?a=%01b"),
+        (b"a=b c", "/a?a=b%20c"),
+        (b"x=1#frag", "/a?x=1%23frag"),
+        (b"q=caf\xc3\xa9&r=%C3%A9", "/a?q=caf%C3%A9&r=%C3%A9"),
+        (b'a=\x7f"<>`{}|\\^', "/a?a=%7F%22%3C%3E%60%7B%7D%7C%5C%5E"),
+        (b"k=v&l=/x?y:@!$'()*+,;=", "/a?k=v&l=/x?y:@!$'()*+,;="),
+    ],
+)
+async def test_a_slash_redirect_escapes_what_a_query_may_not_hold(
+    anyio_backend: str, query: bytes, location: str
+) -> None:
+    # NOTE: HTTP/1.1 servers refuse such request targets, but HTTP/2 ones (hypercorn) pass
+    # them on, and the Location header must not carry them raw.
+    app = App()
+
+    @app.get("/a")
+    async def a(request: Request) -> str:
+        return "a"
+
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/a/",
+        "root_path": "",
+        "query_string": query,
+        "headers": [],
+    }
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 308
+    assert dict(sent[0]["headers"])[b"location"] == location.encode("ascii")
