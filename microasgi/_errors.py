@@ -18,8 +18,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import orjson
-
+from ._json import dump_json
 from ._utils import callable_name, escape_for_log, is_async_callable
 from .concurrency import run_in_threadpool
 from .exceptions import ClientDisconnect, HTTPException, WebSocketException
@@ -218,7 +217,9 @@ def http_exception_response(exc: HTTPException) -> Response:
     """The default answer to an HTTPException: JSON ``{"detail": ...}``."""
     if exc.status_code in (204, 304) or exc.status_code < 200:
         return Response(status_code=exc.status_code, headers=exc.headers)
-    body = orjson.dumps({"detail": exc.detail}, default=str)
+    # NOTE: written as JSONResponse writes it (int dict keys, big ints, named tuples), so
+    # that no detail turns the error into a 500; what JSON cannot hold becomes its str().
+    body = dump_json({"detail": exc.detail}, fallback=str)
     return Response(body, exc.status_code, exc.headers, media_type="application/json")
 
 

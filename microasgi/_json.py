@@ -7,7 +7,9 @@ keeps every integer exact, and so does microasgi, on a slower path taken only wh
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -19,32 +21,45 @@ _LONG_DIGITS = b"0" * 19
 _DIGITS_AS_ZEROS = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))
 
 
-def _json_default(obj: Any) -> Any:
+Fallback = Callable[[Any], Any]
+"""Turns an object JSON cannot hold into one it can (``str``, say)."""
+
+
+def _json_default(obj: Any, fallback: Fallback | None = None) -> Any:
     # NOTE: orjson refuses tuple subclasses (named tuples, such as `request.client`), which
     # the standard library's `json` writes as arrays.
     if isinstance(obj, tuple):
         return list(obj)
+    if fallback is not None:
+        return fallback(obj)
     raise TypeError(f"Type is not JSON serializable: {type(obj).__name__}")
 
 
-def dump_json(content: Any) -> bytes:
+def dump_json(content: Any, *, option: int = 0, fallback: Fallback | None = None) -> bytes:
     """Serialise ``content`` with orjson, accepting what the standard library's ``json``
     accepts too: named tuples, dict keys that are not ``str`` (ints, UUIDs, ...) and
-    integers of any size."""
+    integers of any size.
+
+    ``option`` adds orjson options (``OPT_SORT_KEYS``); ``fallback`` is called for an
+    object that cannot be serialised, which otherwise raises ``TypeError``.
+    """
+    default: Fallback = _json_default
+    if fallback is not None:
+        default = functools.partial(_json_default, fallback=fallback)
     try:
-        return orjson.dumps(content, default=_json_default)
+        return orjson.dumps(content, default=default, option=option)
     except TypeError:
         pass
     # PERF: OPT_NON_STR_KEYS slows every dict down, so it is only the fallback.
     try:
-        return orjson.dumps(content, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
+        return orjson.dumps(content, default=default, option=option | orjson.OPT_NON_STR_KEYS)
     except TypeError as exc:
         if "64-bit" not in str(exc):
             raise
     return orjson.dumps(
         _exact_ints(content),
-        default=_exact_default,
-        option=orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS,
+        default=functools.partial(_exact_default, fallback=fallback),
+        option=option | orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS,
     )
 
 
@@ -63,11 +78,13 @@ def _exact_ints(value: Any) -> Any:
     return value
 
 
-def _exact_default(obj: Any) -> Any:
+def _exact_default(obj: Any, fallback: Fallback | None = None) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return _exact_ints(
             {field.name: getattr(obj, field.name) for field in dataclasses.fields(obj)}
         )
+    if fallback is not None:
+        return _exact_ints(fallback(obj))
     raise TypeError(f"Type is not JSON serializable: {type(obj).__name__}")
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, TypeVar
 
 from ._errors import ExceptionHandler, ExceptionHandlers, handle_server_error
+from ._utils import callable_name
 from .concurrency import watch_event_loop
 from .datastructures import State
 from .exceptions import SetupError
@@ -23,7 +25,7 @@ from .lifespan import (
     serve_lifespan,
 )
 from .limits import Limits
-from .middleware import Middleware, build_stack
+from .middleware import Middleware, build_stack, checked_middleware
 from .routing.router import Router, RouteTable, check_routes_assignment
 from .routing.routes import BaseRoute, Host, Mount, Route, WebSocketRoute
 from .types import ASGIApp, HandlerT, Receive, Scope, Send
@@ -94,10 +96,11 @@ class App:
         self.limits = (limits or Limits()).merged(Limits(**limit_options))
         self.router = Router(routes, redirect_slashes=redirect_slashes)
         self.router.lifespan_handler = self._lifespan
-        self.user_middleware: list[Middleware] = list(middleware or ())
-        self.exception_handlers: dict[int | type[BaseException], ExceptionHandler] = dict(
-            exception_handlers or {}
-        )
+        self.user_middleware: list[Middleware] = checked_middleware(middleware)
+        self.exception_handlers: dict[int | type[BaseException], ExceptionHandler] = {}
+        for key, handler in (exception_handlers or {}).items():
+            _check_exception_handler(key, handler)
+            self.exception_handlers[key] = handler
         self.state = State()
         self.lifespan_state: dict[str, Any] = {}
         self._lifespans: list[LifespanFactory] = [check_lifespan(lifespan)] if lifespan else []
@@ -305,10 +308,7 @@ class App:
     ) -> None:
         """Answer an exception class, or an HTTPException status code, with ``handler``."""
         self._check_setup("add_exception_handler()")
-        if not isinstance(key, int) and not (
-            isinstance(key, type) and issubclass(key, BaseException)
-        ):
-            raise TypeError(f"exception_handler() takes a status code or exception class: {key!r}")
+        _check_exception_handler(key, handler)
         self.exception_handlers[key] = handler
 
     def exception_handler(
@@ -359,6 +359,26 @@ class App:
 
     def __repr__(self) -> str:
         return f"<App with {len(self.router.routes)} routes, debug={self.debug}>"
+
+
+def _check_exception_handler(key: Any, handler: Any) -> None:
+    """Refuse at registration what could only fail when the error it answers happens."""
+    if not isinstance(key, int) and not (isinstance(key, type) and issubclass(key, BaseException)):
+        raise TypeError(f"exception_handler() takes a status code or exception class: {key!r}")
+    if not callable(handler):
+        raise TypeError(f"The exception handler for {key!r} must be callable, not {handler!r}")
+    try:
+        signature = inspect.signature(handler)
+    except ValueError:  # builtins and some C callables have no signature
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        parameters = signature.replace(return_annotation=inspect.Signature.empty)
+        raise TypeError(
+            f"Exception handlers are called with the request (or WebSocket) and the exception; "
+            f"{callable_name(handler)}{parameters} cannot take them"
+        ) from None
 
 
 def _watchdog(app: App) -> AbstractAsyncContextManager[None]:

@@ -55,13 +55,30 @@ def check_lifespan(lifespan: Any) -> LifespanFactory:
     as Starlette does, rather than failing at startup.
     """
     if inspect.isasyncgenfunction(lifespan):
+        _check_takes_the_app(lifespan)
         return asynccontextmanager(lifespan)
     if not callable(lifespan) or inspect.isgeneratorfunction(lifespan):
         raise TypeError(
             f"lifespan must be a function of the app that returns an async context manager "
             f"(an `async def` with @asynccontextmanager), not {lifespan!r}"
         )
+    _check_takes_the_app(lifespan)
     return lifespan  # type: ignore[no-any-return]
+
+
+def _check_takes_the_app(lifespan: Callable[..., Any]) -> None:
+    try:
+        signature = inspect.signature(lifespan)
+    except ValueError:  # builtins and some C callables have no signature
+        return
+    try:
+        signature.bind(None)
+    except TypeError:
+        parameters = signature.replace(return_annotation=inspect.Signature.empty)
+        raise TypeError(
+            f"A lifespan is called with the app as its one argument; "
+            f"{callable_name(lifespan)}{parameters} cannot take it: write `lifespan(app)`"
+        ) from None
 
 
 def check_hook(hook: Any) -> Hook:

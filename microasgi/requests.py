@@ -44,6 +44,11 @@ the route that reads it, which a mount's copy of the scope would otherwise hide 
 FORM_USAGE_KEY = "microasgi.form_usage"
 """Scope key of the ``FormUsage`` of the parsed form, to hold it to a later reader's limits."""
 
+READER_KEY = "microasgi.body_reader"
+"""Scope key of the ``receive`` a body was taken from without being cached (streamed, or a
+read that failed), so that another Request over the same channel (an exception handler's)
+raises instead of waiting for a body that is gone."""
+
 APP_ROOT_KEY = "microasgi.app_root"
 """Scope key of ``(app, root_path, outer)``: the root path an app is served at, recorded by
 the first mount below it (mounts extend ``scope["root_path"]``); ``outer`` is the record of
@@ -219,6 +224,8 @@ class Request(HTTPConnection):
                 yield body
             return
         limit = self._start_reading()
+        # NOTE: a streamed body is not cached: another Request on this channel must not wait.
+        self.scope[READER_KEY] = self._receive
         pending = self._pending()
         more = True
         backlog: list[Message] = []
@@ -246,16 +253,21 @@ class Request(HTTPConnection):
         chunks: list[bytes] = []
         more = True
         backlog: list[Message] = []
-        while more:
-            if not backlog and pending:
-                # PERF: polled messages are taken in one go, oldest last, so each costs O(1)
-                # (pop(0) would move the rest every time); later polls queue behind them.
-                backlog = pending[::-1]
-                pending.clear()
-            message = backlog.pop() if backlog else await self._receive()
-            chunk, more = self._take(message, limit)
-            if chunk:
-                chunks.append(chunk)
+        try:
+            while more:
+                if not backlog and pending:
+                    # PERF: polled messages are taken in one go, oldest last, so each costs
+                    # O(1) (pop(0) would move the rest every time); later polls queue behind.
+                    backlog = pending[::-1]
+                    pending.clear()
+                message = backlog.pop() if backlog else await self._receive()
+                chunk, more = self._take(message, limit)
+                if chunk:
+                    chunks.append(chunk)
+        except BaseException:
+            # NOTE: what was taken is gone; another Request on this channel must not wait.
+            self.scope[READER_KEY] = self._receive
+            raise
         # NOTE: chunks are joined once at the end: appending to bytes would be quadratic.
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self.scope[BODY_KEY] = body
@@ -265,10 +277,18 @@ class Request(HTTPConnection):
         """Mark the body as being read (once only) and return the size limit."""
         if getattr(self, "_stream_consumed", False):
             raise RuntimeError("The request body was already streamed; read it only once")
+        scope = self.scope
+        reader = scope.get(READER_KEY)
+        # NOTE: `==`, as a server's receive is often a bound method, a new object each time.
+        if reader is not None and reader == self._receive:
+            raise RuntimeError(
+                "The request body was already streamed by another Request of this request "
+                "(with stream() or form()); use body() where it is read first to share it"
+            )
         self._stream_consumed = True
         self._received = 0
-        limits = limits_for(self.scope)
-        tell = self.scope.get(BODY_LIMITS_KEY)
+        limits = limits_for(scope)
+        tell = scope.get(BODY_LIMITS_KEY)
         if tell is not None:
             tell(limits)
         return self._body_limit(limits.max_body_size)

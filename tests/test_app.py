@@ -435,6 +435,44 @@ def test_exception_handler_registration_errors() -> None:
         app.add_exception_handler("nope", lambda r, e: None)  # type: ignore[arg-type]
 
 
+def test_an_exception_handler_that_cannot_be_called_fails_at_registration() -> None:
+    async def takes_the_exception_only(exc: Exception) -> None: ...
+
+    def takes_a_keyword(request: Request, exc: Exception, *, log: bool) -> None: ...
+
+    with pytest.raises(TypeError, match=r"for 404 must be callable, not 'not_found\.html'"):
+        App().add_exception_handler(404, "not_found.html")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"takes_the_exception_only\(exc: .*\) cannot take"):
+        App(exception_handlers={KeyError: takes_the_exception_only})  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match=r"the request .* and the exception"):
+        App().exception_handler(500)(takes_a_keyword)  # type: ignore[type-var]
+    with pytest.raises(TypeError, match="status code or exception class"):
+        App(exception_handlers={"404": takes_a_keyword})  # type: ignore[dict-item]
+    App(exception_handlers={KeyError: lambda *args: None})  # can take them
+    App(exception_handlers={404: dict})  # type: ignore[dict-item]  # no signature to check
+
+
+def test_a_middleware_list_entry_that_is_not_a_spec_fails_at_registration() -> None:
+    from microasgi.middleware import GZipMiddleware
+    from microasgi.routing import Mount, Router
+
+    async def handler(request: Request) -> str:
+        return "ok"
+
+    hint = r"got <class .*GZipMiddleware'>: write Middleware\(GZipMiddleware, \.\.\.\)"
+    with pytest.raises(TypeError, match=hint):
+        App(middleware=[GZipMiddleware])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match=r"got 'gzip': write Middleware\(cls, \*\*options\)"):
+        App().add_route("/", handler, middleware=["gzip"])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="middleware= takes Middleware"):
+        Router(middleware=[(GZipMiddleware, (), {})])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="middleware= takes Middleware"):
+        Mount("/static", App(), middleware=[GZipMiddleware])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="middleware= takes Middleware"):
+        App().include_router(Router(), middleware=[GZipMiddleware])  # type: ignore[list-item]
+    App(middleware=[Middleware(GZipMiddleware)])
+
+
 def test_websocket_exceptions_close_the_socket(client_factory: ClientFactory) -> None:
     from microasgi.exceptions import WebSocketDisconnect
 

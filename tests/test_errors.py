@@ -18,6 +18,7 @@ from microasgi import (
     WebSocketException,
 )
 from microasgi._errors import error_response, http_exception_response
+from microasgi.datastructures import Address
 from microasgi.testing import TestClient, WebSocketDenied
 from microasgi.types import Message, Receive, Scope, Send
 
@@ -214,6 +215,30 @@ def test_default_responses() -> None:
     assert error_response(ValueError("x"), scope, debug=False).body == b"Internal Server Error"
     page = error_response(ValueError("<x>"), scope, debug=True)
     assert b"ValueError: &lt;x&gt;" in page.body
+
+
+@pytest.mark.parametrize(
+    ("detail", "body"),
+    [
+        ({"errors": {0: "bad row"}}, {"errors": {"0": "bad row"}}),
+        ({"id": 2**70}, {"id": 2**70}),
+        (Address("a", 1), ["a", 1]),
+        ({"n": 2**70, "x": Address}, {"n": 2**70, "x": str(Address)}),
+    ],
+)
+def test_http_exception_details_are_written_as_json_responses_write_them(
+    client_factory: ClientFactory, detail: Any, body: Any
+) -> None:
+    app = App()
+
+    @app.get("/")
+    async def refuse(request: Request) -> None:
+        raise HTTPException(422, detail=detail)
+
+    with client_factory(app) as client:
+        response = client.get("/")
+    assert response.status_code == 422
+    assert response.json() == {"detail": body}
 
 
 class ReadBodyFirst:

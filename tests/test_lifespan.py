@@ -245,6 +245,31 @@ def test_a_lifespan_or_hook_that_cannot_work_fails_at_registration() -> None:
     App(on_startup=[dict, lambda greeting="hi": None])  # no signature, defaults: both fine
 
 
+def test_a_lifespan_that_cannot_take_the_app_fails_at_registration() -> None:
+    @asynccontextmanager
+    async def no_app() -> AsyncIterator[None]:
+        yield
+
+    async def undecorated() -> AsyncIterator[None]:
+        yield
+
+    async def two(app: App, pool: object) -> AsyncIterator[None]:
+        yield
+
+    with pytest.raises(TypeError, match=r"the app as its one argument; .*no_app\(\)"):
+        App(lifespan=no_app)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"undecorated\(\) cannot take it"):
+        App().add_lifespan(undecorated)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"two\(app: .*pool"):
+        App(lifespan=two)  # type: ignore[arg-type]
+
+    def with_a_default(app: App, pool: object = None) -> Any:
+        return no_app()
+
+    App(lifespan=with_a_default)  # a default for the rest: fine
+    App(lifespan=dict)  # type: ignore[arg-type]  # no signature to check
+
+
 # --- a failed startup: the startup error, and no shutdown hooks -------------------------------
 
 

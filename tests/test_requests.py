@@ -183,6 +183,50 @@ async def test_stream_twice_is_an_error() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_second_request_cannot_wait_for_a_body_already_streamed() -> None:
+    scope = make_scope()
+    receive = receiver({"type": "http.request", "body": b"x"})
+    assert [chunk async for chunk in Request(scope, receive).stream()] == [b"x"]
+    with anyio.fail_after(1), pytest.raises(RuntimeError, match="another Request"):
+        await Request(scope, receive).body()
+
+
+@pytest.mark.anyio
+async def test_a_second_request_cannot_wait_for_a_body_whose_read_failed() -> None:
+    scope = make_scope(**{"microasgi.limits": Limits(max_body_size=3)})
+    receive = receiver(
+        {"type": "http.request", "body": b"ab", "more_body": True},
+        {"type": "http.request", "body": b"cd"},
+    )
+    with pytest.raises(HTTPException) as caught:
+        await Request(scope, receive).body()
+    assert caught.value.status_code == 413
+    with anyio.fail_after(1), pytest.raises(RuntimeError, match="another Request"):
+        await Request(scope, receive).body()
+    # A Request on another channel (the app below a middleware) still reads its own.
+    assert await Request(scope, receiver({"type": "http.request", "body": b"e"})).body() == b"e"
+
+
+def test_an_exception_handler_reading_a_streamed_body_gets_an_error_not_a_hang(
+    client_factory: ClientFactory,
+) -> None:
+    app = App()
+
+    @app.exception_handler(LookupError)
+    async def on_lookup_error(request: Request, exc: LookupError) -> None:
+        await request.body()
+
+    @app.post("/")
+    async def upload(request: Request) -> None:
+        async for _ in request.stream():
+            pass
+        raise LookupError("no such item")
+
+    with client_factory(app, timeout=2) as client, pytest.raises(RuntimeError, match="another"):
+        client.post("/", content=b"data")
+
+
+@pytest.mark.anyio
 async def test_many_small_messages_are_joined_once() -> None:
     count = 100_000
     messages = [{"type": "http.request", "body": b"x", "more_body": True}] * count

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from microasgi._utils import lazy_attributes
@@ -88,6 +88,24 @@ class Middleware:
         name = getattr(self.cls, "__name__", repr(self.cls))
         options = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
         return f"Middleware({', '.join([name, *options])})"
+
+
+def checked_middleware(middleware: Iterable[Middleware] | None) -> list[Middleware]:
+    """Return ``middleware`` as a list; ``TypeError`` for an entry that is not a ``Middleware``.
+
+    At registration, so that ``middleware=[CORSMiddleware]`` fails where it is written, not
+    when the app starts.
+    """
+    # NOTE: typed as Any: the check is for callers that pass what the annotation forbids.
+    specs: list[Any] = list(middleware or ())
+    for spec in specs:
+        if not isinstance(spec, Middleware):
+            name = getattr(spec, "__name__", None) if callable(spec) else None
+            hint = f"Middleware({name}, ...)" if name else "Middleware(cls, **options)"
+            raise TypeError(
+                f"middleware= takes Middleware(cls, **options) entries, got {spec!r}: write {hint}"
+            )
+    return specs
 
 
 def build_stack(app: ASGIApp, middleware: list[Middleware] | tuple[Middleware, ...]) -> ASGIApp:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import orjson
 
+from microasgi._json import dump_json, load_json
 from microasgi.datastructures import request_cookies
 from microasgi.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -137,14 +138,14 @@ class SessionMiddleware:
         if self.max_age is not None and time.time() - int(timestamp) > self.max_age:
             return None
         try:
-            session = orjson.loads(b64decode(payload))
-        except (ValueError, orjson.JSONDecodeError):
+            session = load_json(b64decode(payload))
+        except ValueError:  # NOTE: orjson.JSONDecodeError is a ValueError
             return None
         return session if isinstance(session, dict) else None
 
     def dump(self, session: dict[str, Any]) -> str:
         """The signed cookie value for ``session``."""
-        payload = b64encode(orjson.dumps(session, option=orjson.OPT_SORT_KEYS))
+        payload = b64encode(_dump(session))
         timestamp = str(int(time.time()))
         signature = sign(self.keys[0], f"{self.session_cookie}.{payload}.{timestamp}")
         return f"{payload}.{timestamp}.{signature}"
@@ -159,7 +160,7 @@ class SessionMiddleware:
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)
             return
-        before = orjson.dumps(loaded, option=orjson.OPT_SORT_KEYS) if loaded else None
+        before = _dump(loaded) if loaded else None
 
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -179,7 +180,7 @@ class SessionMiddleware:
                 return None
             return f"{self.session_cookie}=; {self.delete_attributes}"
         try:
-            if orjson.dumps(session, option=orjson.OPT_SORT_KEYS) == before:
+            if _dump(session) == before:
                 return None
         except TypeError as exc:
             raise TypeError(f"request.session must hold JSON data only: {exc}") from None
@@ -192,6 +193,12 @@ class SessionMiddleware:
                 _COOKIE_LIMIT,
             )
         return header
+
+
+def _dump(session: dict[str, Any]) -> bytes:
+    # NOTE: as the standard library's `json` (and JSONResponse) writes it: int keys, big
+    # ints and named tuples are JSON data too. Sorted, so equal sessions compare equal.
+    return dump_json(session, option=orjson.OPT_SORT_KEYS)
 
 
 def _check_prefix(name: str, path: str, domain: str | None, secure: bool) -> None:

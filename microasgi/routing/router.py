@@ -11,7 +11,7 @@ from microasgi.datastructures import _scope_netloc
 from microasgi.exceptions import HTTPException, NoMatchFound, RouteConflictError, SetupError
 from microasgi.lifespan import acknowledge_lifespan
 from microasgi.limits import Limits, limits_for
-from microasgi.middleware import Middleware
+from microasgi.middleware import Middleware, checked_middleware
 from microasgi.requests import APP_ROOT_KEY
 from microasgi.types import ASGIApp, HandlerT, Message, Receive, Scope, Send
 from microasgi.websockets import WEBSOCKET_KEY, websocket_not_found
@@ -198,7 +198,7 @@ class Router:
         limits: Limits | None = None,
         redirect_slashes: bool = True,
     ) -> None:
-        self.middleware = list(middleware or ())
+        self.middleware = checked_middleware(middleware)
         self.limits = limits
         self.redirect_slashes = redirect_slashes
         self._tree = RouteTree()
@@ -383,10 +383,15 @@ class Router:
         carry them, so they wrap each route once.
         """
         self._check_setup("include_router()")
+        if not isinstance(router, Router):
+            raise TypeError(
+                f"include_router() takes a Router, got {router!r}; serve an App or another "
+                "ASGI app under a prefix with mount()"
+            )
         if prefix:
             parse_template(prefix)  # a malformed prefix fails here, naming itself
             prefix = prefix.rstrip("/")
-        layers = [*(middleware or ()), *router.middleware]
+        layers = [*checked_middleware(middleware), *router.middleware]
         # SECURITY: mounts and hosts carry the limits too, so that a body limit reaches
         # the routers they serve, as it does when the router is mounted.
         merged = merge_overrides(limits, router.limits)

@@ -11,7 +11,7 @@ from microasgi._utils import callable_name
 from microasgi.datastructures import _is_valid_host
 from microasgi.exceptions import RouteTemplateError
 from microasgi.limits import Limits, limits_for
-from microasgi.middleware import Middleware, build_stack
+from microasgi.middleware import Middleware, build_stack, checked_middleware
 from microasgi.types import ASGIApp, Receive, Scope, Send
 from microasgi.websockets import build_websocket_endpoint
 
@@ -176,7 +176,7 @@ class _Endpoint(BaseRoute):
         self.record = self
         """What ``scope["route"]`` shows for this route (the router's HEAD answer differs)."""
         self.name = callable_name(endpoint, qualified=False) if name is None else name
-        self.middleware = list(middleware or ())
+        self.middleware = checked_middleware(middleware)
         self.limits = limits
         self.app = _not_built
         self._override: LimitsOverride | None = None
@@ -294,8 +294,13 @@ class _Served(BaseRoute):
     def _serve(
         self, app: ASGIApp, middleware: Sequence[Middleware] | None, limits: Limits | None
     ) -> None:
+        if not callable(app):
+            raise TypeError(
+                f"{type(self).__name__} serves an ASGI app (a Router, an App or any "
+                f"`async def app(scope, receive, send)`), got {app!r}"
+            )
         self.app = app
-        self.middleware = list(middleware or ())
+        self.middleware = checked_middleware(middleware)
         self.limits = limits
         self._override: LimitsOverride | None = None
         # SECURITY: with middleware or limits, nothing is served until the router prepares it.

@@ -238,6 +238,27 @@ def test_data_that_is_not_json(client_factory: ClientFactory) -> None:
         client.post("/bad")
 
 
+def test_json_data_the_standard_library_writes(client_factory: ClientFactory) -> None:
+    app = App(middleware=[Middleware(SessionMiddleware, secret_key="s3cret")])
+
+    @app.post("/")
+    async def write(request: Request) -> str:
+        request.session.update(cart={7: 2}, big=2**70, client=request.client)
+        return "ok"
+
+    @app.get("/")
+    async def read(request: Request) -> dict[str, Any]:
+        return request.session
+
+    with client_factory(app) as client:
+        assert client.post("/").status_code == 200
+        assert client.get("/").json() == {
+            "cart": {"7": 2},
+            "big": 2**70,
+            "client": ["testclient", 50000],
+        }
+
+
 def test_a_session_too_large_for_a_cookie_is_logged(
     client_factory: ClientFactory, caplog: pytest.LogCaptureFixture
 ) -> None:

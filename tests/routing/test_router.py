@@ -1221,6 +1221,19 @@ def test_an_included_host_route_keeps_the_router_middleware(
     assert seen == ["http"]
 
 
+def test_what_cannot_be_served_is_refused_at_registration() -> None:
+    app = App()
+    with pytest.raises(TypeError, match=r"Mount serves an ASGI app .*got 'static/'"):
+        app.mount("/static", "static/")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"Host serves an ASGI app .*got None"):
+        app.host("{sub}.example.com", None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="Mount serves an ASGI app"):
+        Mount("/api", None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"include_router\(\) takes a Router, got <App .*mount\(\)"):
+        app.include_router(App())  # type: ignore[arg-type]
+    assert app.routes == []
+
+
 def test_router_add_refuses_an_unknown_record() -> None:
     class Odd(BaseRoute):
         pass
