@@ -25,6 +25,8 @@ from .limits import announces_more, limits_for
 from .types import Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
+    from anyio.abc import TaskStatus
+
     from .app import App
     from .formparsers import FormReader
 
@@ -380,10 +382,25 @@ class Request(HTTPConnection):
         if getattr(self, "_is_disconnected", False):
             return True
         message: Message = {}
-        # NOTE: a cancelled scope turns receive() into a poll: it returns only what is ready.
-        with anyio.CancelScope() as scope:
-            scope.cancel()
-            message = await self._receive()
+        error: Exception | None = None
+
+        async def poll(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+            nonlocal message, error
+            task_status.started()
+            try:
+                message = await self._receive()
+            except Exception as exc:
+                error = exc  # NOTE: re-raised below, not wrapped in an ExceptionGroup.
+
+        # NOTE: receive() runs uncancelled until it first waits, then is cancelled: it returns
+        # what is ready and nothing else. Called under a scope cancelled beforehand, a receive
+        # that checks for cancellation before it looks for a message (a trio memory channel,
+        # as in hypercorn's trio worker) would never report the disconnect.
+        async with anyio.create_task_group() as task_group:
+            await task_group.start(poll)
+            task_group.cancel_scope.cancel()
+        if error is not None:
+            raise error
         if message.get("type") == "http.disconnect":
             self._is_disconnected = True
         elif message.get("type") == "http.request":

@@ -471,17 +471,30 @@ class StreamingResponse(Response):
     async def _listen_beside_stream(self, receive: Receive, send: Send) -> bool:
         completed = False
         error: Exception | None = None
+        ending = False
+
+        async def send_watched(message: Message) -> None:
+            nonlocal ending
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                ending = True
+            await send(message)
+
         async with anyio.create_task_group() as task_group:
             with anyio.CancelScope() as stream_scope:
 
                 async def listen_for_disconnect() -> None:
                     while (await receive())["type"] != "http.disconnect":
                         pass
-                    stream_scope.cancel()
+                    # NOTE: a server may answer http.disconnect once it has the last body,
+                    # while its `send` is still writing it and closing the connection
+                    # (hypercorn's trio worker): cut there, the connection stays open and
+                    # the background never runs. Only a stream cut short is a disconnect.
+                    if not ending:
+                        stream_scope.cancel()
 
                 task_group.start_soon(listen_for_disconnect)
                 try:
-                    completed = await self._send_stream(send)
+                    completed = await self._send_stream(send_watched)
                 except Exception as exc:
                     # NOTE: re-raised below, outside the task group, so it is not wrapped
                     # in an ExceptionGroup.

@@ -4,6 +4,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from microasgi import App, ClientDisconnect, HTTPException, NoMatchFound, Request
@@ -269,6 +270,53 @@ async def test_is_disconnected_polls_without_losing_body() -> None:
 
     gone = Request(make_scope(), receiver({"type": "http.disconnect"}))
     assert await gone.is_disconnected()
+
+
+class ChannelReceive:
+    """An ASGI receive shaped like a trio memory channel's (hypercorn's trio worker).
+
+    It raises on a cancelled scope before it looks for a message, and takes a ready one
+    without waiting.
+    """
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.arrived = anyio.Event()
+
+    def put(self, message: Message) -> None:
+        self.messages.append(message)
+        self.arrived.set()
+
+    async def __call__(self) -> Message:
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        while not self.messages:
+            self.arrived = anyio.Event()
+            await self.arrived.wait()
+        return self.messages.pop(0)
+
+
+@pytest.mark.anyio
+async def test_is_disconnected_with_a_receive_that_checks_for_cancellation_first() -> None:
+    receive = ChannelReceive()
+    request = Request(make_scope(), receive)
+    with anyio.fail_after(5):
+        assert not await request.is_disconnected()
+        receive.put({"type": "http.request", "body": b"he", "more_body": True})
+        assert not await request.is_disconnected()
+        assert receive.messages == []
+        receive.put({"type": "http.disconnect"})
+        assert await request.is_disconnected()
+        assert await request.is_disconnected()
+    assert request._buffered == [{"type": "http.request", "body": b"he", "more_body": True}]
+
+
+@pytest.mark.anyio
+async def test_is_disconnected_passes_on_an_error_of_receive_as_it_is() -> None:
+    async def broken() -> Message:
+        raise RuntimeError("receive failed")
+
+    with pytest.raises(RuntimeError, match="receive failed"):
+        await Request(make_scope(), broken).is_disconnected()
 
 
 @pytest.mark.anyio

@@ -10,6 +10,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from microasgi.background import BackgroundTask, BackgroundTasks
@@ -553,6 +554,33 @@ async def test_streaming_background_runs_when_disconnect_arrives_after_the_last_
 
     response = StreamingResponse(numbers(2), background=BackgroundTask(ran.append, "task"))
     await response(http_scope("2.3"), receive, send)
+    assert ran == ["task"]
+
+
+@pytest.mark.anyio
+async def test_a_disconnect_answered_while_the_last_body_is_sent_does_not_cut_it() -> None:
+    # NOTE: hypercorn's trio worker answers `receive()` with http.disconnect as soon as it
+    # has the last body, and its `send` goes on writing and closing the connection after
+    # that: cancelled there, the connection stays open, and the background never runs.
+    done = anyio.Event()
+    ran: list[str] = []
+    finished: list[Message] = []
+
+    async def receive() -> Message:
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        if not message.get("more_body", True):
+            done.set()
+            for _ in range(10):
+                await anyio.lowlevel.checkpoint()
+        finished.append(message)
+
+    response = StreamingResponse(numbers(2), background=BackgroundTask(ran.append, "task"))
+    with anyio.fail_after(5):
+        await response(http_scope("2.3"), receive, send)
+    assert finished[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
     assert ran == ["task"]
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import anyio
 
-from microasgi import App, HTTPException, Request, StreamingResponse
+from microasgi import App, BackgroundTask, HTTPException, Request, StreamingResponse
 
 
 @asynccontextmanager
@@ -47,6 +47,44 @@ async def stream(request: Request) -> StreamingResponse:
             await anyio.sleep(0.01)
 
     return StreamingResponse(chunks(), media_type="text/plain")
+
+
+background_runs: list[str] = []
+
+
+@app.get("/stream-then-background")
+async def stream_then_background(request: Request) -> StreamingResponse:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"streamed"
+
+    task = BackgroundTask(background_runs.append, request.query_params["id"])
+    return StreamingResponse(chunks(), media_type="text/plain", background=task)
+
+
+@app.get("/background-runs")
+async def background_runs_so_far(request: Request) -> list[str]:
+    return background_runs
+
+
+polling: list[str] = []
+saw_disconnect: list[str] = []
+
+
+@app.get("/poll-until-gone")
+async def poll_until_gone(request: Request) -> str:
+    """Poll is_disconnected() as a handler that stops when its client leaves does."""
+    run = request.query_params["id"]
+    polling.append(run)
+    with anyio.move_on_after(30):
+        while not await request.is_disconnected():
+            await anyio.sleep(0.01)
+        saw_disconnect.append(run)
+    return "done"
+
+
+@app.get("/disconnects")
+async def disconnects(request: Request) -> dict[str, list[str]]:
+    return {"polling": polling, "gone": saw_disconnect}
 
 
 @app.get("/teapot")

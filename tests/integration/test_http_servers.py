@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import concurrent.futures
+import socket
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.integration.servers import ServerProcess, require_module, serve, server_argv
+from tests.integration.servers import HOST, ServerProcess, require_module, serve, server_argv
 from tests.support import free_port
 
 pytestmark = pytest.mark.integration
@@ -99,3 +102,72 @@ def test_concurrent_blocking_def_handlers(server: ServerProcess) -> None:
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         results = list(pool.map(get, ["/blocking"] * 8))
     assert results == ["done"] * 8
+
+
+def read_until_closed(port: int, request: bytes) -> bytes:
+    """Send ``request`` and read until the server closes the connection (10 s at most)."""
+    with socket.create_connection((HOST, port), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def assert_stream_ends_and_background_runs(port: int, client: httpx.Client, run: str) -> None:
+    request = (
+        f"GET /stream-then-background?id={run} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    ).encode()
+    try:
+        data = read_until_closed(port, request)
+    except TimeoutError:
+        pytest.fail("the server did not close the connection after the streamed response")
+    assert data.startswith(b"HTTP/1.1 200")
+    assert b"streamed" in data
+    # NOTE: the background runs after the response, so maybe after the connection closed.
+    deadline = time.monotonic() + 10
+    while run not in client.get("/background-runs").json():
+        if time.monotonic() > deadline:
+            pytest.fail(f"the background task of run {run!r} did not run")
+        time.sleep(0.01)
+
+
+def test_a_stream_ends_and_its_background_runs(client: httpx.Client, server: ServerProcess) -> None:
+    assert_stream_ends_and_background_runs(server.port, client, "first")
+
+
+def wait_for_run(client: httpx.Client, key: str, run: str, what: str) -> None:
+    deadline = time.monotonic() + 10
+    while run not in client.get("/disconnects").json()[key]:
+        if time.monotonic() > deadline:
+            pytest.fail(f"run {run!r}: {what} within 10 s")
+        time.sleep(0.01)
+
+
+def assert_is_disconnected_sees_the_client_leave(port: int, client: httpx.Client, run: str) -> None:
+    with socket.create_connection((HOST, port), timeout=10) as sock:
+        sock.sendall(f"GET /poll-until-gone?id={run} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+        wait_for_run(client, "polling", run, "the handler did not start polling")
+    wait_for_run(client, "gone", run, "is_disconnected() did not report the client leaving")
+
+
+def test_is_disconnected_sees_the_client_leave(client: httpx.Client, server: ServerProcess) -> None:
+    assert_is_disconnected_sees_the_client_leave(server.port, client, "first")
+
+
+def test_streams_and_disconnects_on_hypercorn_trio(tmp_path: Path) -> None:
+    # NOTE: hypercorn's trio worker answers http.disconnect as soon as it has the last body,
+    # while its send is still closing the connection; that send must not be cut. Its
+    # receive is a trio memory channel, which raises on a cancelled scope before it looks
+    # for a ready message, so is_disconnected() must not poll under one.
+    require_module("hypercorn")
+    require_module("trio")
+    port = free_port()
+    argv = [*server_argv("hypercorn", APP, port), "--worker-class", "trio"]
+    with (
+        serve(argv, tmp_path / "server.log", port=port) as running,
+        httpx.Client(base_url=running.url, trust_env=False, timeout=10) as client,
+    ):
+        for run in ("trio-1", "trio-2"):
+            assert_stream_ends_and_background_runs(port, client, run)
+            assert_is_disconnected_sees_the_client_leave(port, client, run)
