@@ -36,6 +36,23 @@ def callable_name(obj: Callable[..., Any], *, qualified: bool = True) -> str:
     return str(name) if name else type(obj).__name__
 
 
+def check_arity(func: Callable[..., Any], count: int, why: str) -> None:
+    """Raise ``TypeError`` unless ``func`` can be called with ``count`` positional arguments.
+
+    The message is ``why``, then the callable's name and parameters. At registration, so
+    that a handler that cannot take what it is given fails where it is written.
+    """
+    try:
+        signature = inspect.signature(func)
+    except ValueError:  # builtins and some C callables have no signature
+        return
+    try:
+        signature.bind(*[None] * count)
+    except TypeError:
+        parameters = signature.replace(return_annotation=inspect.Signature.empty)
+        raise TypeError(f"{why}; {callable_name(func)}{parameters} cannot take that") from None
+
+
 def escape_for_log(text: str, limit: int = 1024) -> str:
     """Make client-controlled text safe for one log line: no control chars, bounded length."""
     # SECURITY: CR/LF and ANSI escapes from a client must never reach a log line raw.

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, TypeVar
 
 from ._errors import ExceptionHandler, ExceptionHandlers, handle_server_error
-from ._utils import callable_name
+from ._utils import check_arity
 from .concurrency import watch_event_loop
 from .datastructures import State
 from .exceptions import SetupError
@@ -367,18 +366,8 @@ def _check_exception_handler(key: Any, handler: Any) -> None:
         raise TypeError(f"exception_handler() takes a status code or exception class: {key!r}")
     if not callable(handler):
         raise TypeError(f"The exception handler for {key!r} must be callable, not {handler!r}")
-    try:
-        signature = inspect.signature(handler)
-    except ValueError:  # builtins and some C callables have no signature
-        return
-    try:
-        signature.bind(None, None)
-    except TypeError:
-        parameters = signature.replace(return_annotation=inspect.Signature.empty)
-        raise TypeError(
-            f"Exception handlers are called with the request (or WebSocket) and the exception; "
-            f"{callable_name(handler)}{parameters} cannot take them"
-        ) from None
+    why = "Exception handlers are called with the request (or WebSocket) and the exception"
+    check_arity(handler, 2, why)
 
 
 def _watchdog(app: App) -> AbstractAsyncContextManager[None]:

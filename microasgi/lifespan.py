@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._utils import callable_name
+from ._utils import check_arity
 from .types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -48,6 +48,9 @@ async def _call_hook(hook: Hook) -> None:
         await result
 
 
+_LIFESPAN_ARITY = "A lifespan is called with the app as its one argument: write `lifespan(app)`"
+
+
 def check_lifespan(lifespan: Any) -> LifespanFactory:
     """Check a lifespan at registration; an async generator function is accepted as is.
 
@@ -55,47 +58,22 @@ def check_lifespan(lifespan: Any) -> LifespanFactory:
     as Starlette does, rather than failing at startup.
     """
     if inspect.isasyncgenfunction(lifespan):
-        _check_takes_the_app(lifespan)
+        check_arity(lifespan, 1, _LIFESPAN_ARITY)
         return asynccontextmanager(lifespan)
     if not callable(lifespan) or inspect.isgeneratorfunction(lifespan):
         raise TypeError(
             f"lifespan must be a function of the app that returns an async context manager "
             f"(an `async def` with @asynccontextmanager), not {lifespan!r}"
         )
-    _check_takes_the_app(lifespan)
+    check_arity(lifespan, 1, _LIFESPAN_ARITY)
     return lifespan  # type: ignore[no-any-return]
-
-
-def _check_takes_the_app(lifespan: Callable[..., Any]) -> None:
-    try:
-        signature = inspect.signature(lifespan)
-    except ValueError:  # builtins and some C callables have no signature
-        return
-    try:
-        signature.bind(None)
-    except TypeError:
-        parameters = signature.replace(return_annotation=inspect.Signature.empty)
-        raise TypeError(
-            f"A lifespan is called with the app as its one argument; "
-            f"{callable_name(lifespan)}{parameters} cannot take it: write `lifespan(app)`"
-        ) from None
 
 
 def check_hook(hook: Any) -> Hook:
     """Check at registration that ``hook`` can be called without arguments."""
     if not callable(hook):
         raise TypeError(f"A startup or shutdown hook must be callable, not {hook!r}")
-    try:
-        signature = inspect.signature(hook)
-    except ValueError:  # builtins and some C callables have no signature
-        return hook  # type: ignore[no-any-return]
-    try:
-        signature.bind()
-    except TypeError:
-        raise TypeError(
-            f"Startup and shutdown hooks are called without arguments; "
-            f"{callable_name(hook)}{signature} needs some"
-        ) from None
+    check_arity(hook, 0, "Startup and shutdown hooks are called without arguments")
     return hook  # type: ignore[no-any-return]
 
 
