@@ -35,7 +35,7 @@ from ._spool import SharedSpool, SharedSpooledFile
 from .concurrency import run_in_threadpool
 from .datastructures import FormData, Headers, UploadFile
 from .exceptions import HTTPException
-from .limits import KiB, Limits
+from .limits import KiB, Limits, body_too_large
 
 __all__ = [
     "MAX_BOUNDARY_LENGTH",
@@ -235,9 +235,7 @@ class FormUsage:
     def check(self, limits: Limits) -> None:
         """Raise the `HTTPException` a parse within ``limits`` would have raised, if any."""
         if limits.max_body_size is not None and self.body > limits.max_body_size:
-            raise HTTPException(
-                413, f"Request body exceeds the limit of {limits.max_body_size} bytes"
-            )
+            raise body_too_large(limits.max_body_size)
         if limits.max_fields is not None and self.fields > limits.max_fields:
             raise _too_many("fields", limits.max_fields, "max_fields")
         if limits.max_files is not None and self.files > limits.max_files:

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ._utils import ascii_int
+from .exceptions import HTTPException
 
-__all__ = ["Limits", "announces_more", "limits_for"]
+__all__ = ["Limits", "announces_more", "body_too_large", "limits_for"]
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -121,3 +122,8 @@ def announces_more(length: str | bytes, limit: int) -> bool:
         length = length.decode("latin-1")
     value = ascii_int(length, limit + 1)
     return value is not None and value > limit
+
+
+def body_too_large(limit: int) -> HTTPException:
+    """The 413 for a request body over ``max_body_size``."""
+    return HTTPException(413, f"Request body exceeds the limit of {limit} bytes")

@@ -21,7 +21,7 @@ from .datastructures import (
     request_cookies,
 )
 from .exceptions import ClientDisconnect, HTTPException, NoMatchFound
-from .limits import announces_more, limits_for
+from .limits import announces_more, body_too_large, limits_for
 from .types import Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -284,8 +284,9 @@ class Request(HTTPConnection):
         # NOTE: `==`, as a server's receive is often a bound method, a new object each time.
         if reader is not None and reader == self._receive:
             raise RuntimeError(
-                "The request body was already streamed by another Request of this request "
-                "(with stream() or form()); use body() where it is read first to share it"
+                "The request body was already taken by another Request of this request "
+                "(streamed with stream() or form(), or a read that failed); use body() where "
+                "it is read first to share it"
             )
         self._stream_consumed = True
         self._received = 0
@@ -303,7 +304,7 @@ class Request(HTTPConnection):
             if chunk:
                 self._received += len(chunk)
                 if limit is not None and self._received > limit:
-                    raise _too_large(limit)
+                    raise body_too_large(limit)
             return chunk, message.get("more_body", False)
         if message_type == "http.disconnect":
             self._is_disconnected = True
@@ -416,7 +417,7 @@ class Request(HTTPConnection):
         self._buffered_size = size
         limit = limits_for(self.scope).max_body_size
         if limit is not None and size > limit:
-            raise _too_large(limit)
+            raise body_too_large(limit)
 
     def _pending(self) -> list[Message]:
         """The list of polled body messages, which the reading loop takes from.
@@ -435,7 +436,7 @@ class Request(HTTPConnection):
             length = self.headers.get("content-length")
             # SECURITY: refuse before reading anything when the client announces too much.
             if length is not None and announces_more(length, limit):
-                raise _too_large(limit)
+                raise body_too_large(limit)
         return limit
 
     def _check_json_media_type(self) -> None:
@@ -508,8 +509,4 @@ def _check_cached(body: bytes, scope: Scope) -> None:
     # with a lower max_body_size must not get a larger body through the cache.
     limit = limits_for(scope).max_body_size
     if limit is not None and len(body) > limit:
-        raise _too_large(limit)
-
-
-def _too_large(limit: int) -> HTTPException:
-    return HTTPException(413, f"Request body exceeds the limit of {limit} bytes")
+        raise body_too_large(limit)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from microasgi.exceptions import HTTPException
-from microasgi.limits import Limits, announces_more, limits_for
+from microasgi.limits import Limits, announces_more, body_too_large, limits_for
 from microasgi.requests import BODY_KEY, BODY_LIMITS_KEY, FORM_KEY
 from microasgi.responses import JSONResponse
 from microasgi.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
@@ -390,7 +390,7 @@ class _InflatingReceive:
         length = self._length
         # SECURITY: refuse before reading anything when the client announces too much.
         if limit is not None and length is not None and announces_more(length, limit):
-            raise _too_large(limit)
+            raise body_too_large(limit)
 
     async def _next(self) -> Message:
         if self._limit is _UNREAD:
@@ -400,7 +400,7 @@ class _InflatingReceive:
             chunk = self._pull(last)
             if chunk:
                 if self._max_body is not None and self._produced[last] > self._max_body:
-                    raise _too_large(self._max_body)
+                    raise body_too_large(self._max_body)
                 more = not (self._input_done and all(d.done for d in self._decoders))
                 self._ended = not more
                 return {"type": "http.request", "body": chunk, "more_body": more}
@@ -414,7 +414,7 @@ class _InflatingReceive:
             body: bytes = message.get("body", b"")
             self._received += len(body)
             if self._max_body is not None and self._received > self._max_body:
-                raise _too_large(self._max_body)
+                raise body_too_large(self._max_body)
             self._input_done = not message.get("more_body", False)
             if body:
                 self._decoders[0].feed(body)
@@ -451,7 +451,3 @@ class _InflatingReceive:
                 raise HTTPException(
                     400, f"Truncated {decoder.name} request body: it ends mid-stream"
                 )
-
-
-def _too_large(limit: int) -> HTTPException:
-    return HTTPException(413, f"Request body exceeds the limit of {limit} bytes")
