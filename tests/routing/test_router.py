@@ -770,7 +770,9 @@ async def test_a_router_served_by_a_server_never_lets_an_error_escape(
     assert len(caplog.records) == 1
 
 
-async def call_directly(app: ASGIApp, method: str, path: str) -> list[dict[str, Any]]:
+async def call_directly(
+    app: ASGIApp, method: str, path: str, query_string: bytes = b""
+) -> list[dict[str, Any]]:
     """Call ``app`` as a server does: a bare scope, no test extension."""
     sent: list[dict[str, Any]] = []
 
@@ -785,7 +787,7 @@ async def call_directly(app: ASGIApp, method: str, path: str) -> list[dict[str, 
         "method": method,
         "path": path,
         "root_path": "",
-        "query_string": b"",
+        "query_string": query_string,
         "headers": [],
     }
     await app(scope, receive, send)
@@ -1310,22 +1312,6 @@ async def test_a_slash_redirect_escapes_what_a_query_may_not_hold(
     async def a(request: Request) -> str:
         return "a"
 
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b""}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "method": "GET",
-        "path": "/a/",
-        "root_path": "",
-        "query_string": query,
-        "headers": [],
-    }
-    await app(scope, receive, send)
+    sent = await call_directly(app, "GET", "/a/", query)
     assert sent[0]["status"] == 308
     assert dict(sent[0]["headers"])[b"location"] == location.encode("ascii")
