@@ -6,10 +6,19 @@ import functools
 import importlib
 import inspect
 import sys
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import AsyncGenerator, Callable, Mapping
+from typing import Any, TypeVar
 
-__all__ = ["ascii_int", "callable_name", "escape_for_log", "is_async_callable", "lazy_attributes"]
+__all__ = [
+    "ascii_int",
+    "callable_name",
+    "escape_for_log",
+    "is_async_callable",
+    "lazy_attributes",
+    "unfinalized",
+]
+
+T = TypeVar("T")
 
 
 def is_async_callable(obj: Any) -> bool:
@@ -88,3 +97,23 @@ def ascii_int(text: str, most: int) -> int | None:
     if len(digits) > len(str(most)):
         return most
     return min(int(digits or "0"), most)
+
+
+def unfinalized(generator: AsyncGenerator[T, None]) -> AsyncGenerator[T, None]:
+    """Return ``generator``, stepped to its first ``yield`` with no event-loop hooks.
+
+    The generator's first ``yield`` is that step's alone; its caller never sees the value.
+    A caller may leave ``async for`` early, and the generator is then collected
+    unfinished: the event loop's finalizer would schedule an ``aclose()`` (trio also warns).
+    For a generator that holds nothing to clean up, Python's own closing is enough. A
+    generator takes the hooks in force at its first step, which needs no event loop here.
+    """
+    hooks = sys.get_asyncgen_hooks()
+    sys.set_asyncgen_hooks(None, None)
+    try:
+        generator.asend(None).send(None)
+    except StopIteration:
+        pass
+    finally:
+        sys.set_asyncgen_hooks(*hooks)
+    return generator

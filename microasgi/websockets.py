@@ -24,7 +24,7 @@ import orjson
 
 from ._endpoint import path_kwargs, plan_handler
 from ._json import dump_json, load_json
-from ._utils import callable_name, is_async_callable
+from ._utils import callable_name, is_async_callable, unfinalized
 from .exceptions import WebSocketDisconnect, WebSocketException
 from .limits import limits_for
 from .requests import HTTPConnection
@@ -283,15 +283,15 @@ class WebSocket(HTTPConnection):
 
     def iter_text(self) -> AsyncIterator[str]:
         """Iterate over text messages until the client disconnects."""
-        return _unfinalized(_messages(self, "text", None))
+        return unfinalized(_messages(self, "text", None))
 
     def iter_bytes(self) -> AsyncIterator[bytes]:
         """Iterate over binary messages until the client disconnects."""
-        return _unfinalized(_messages(self, "bytes", None))
+        return unfinalized(_messages(self, "bytes", None))
 
     def iter_json(self, mode: str = "text") -> AsyncIterator[Any]:
         """Iterate over JSON messages until the client disconnects."""
-        return _unfinalized(_messages(self, _data_key(mode), _loads))
+        return unfinalized(_messages(self, _data_key(mode), _loads))
 
     # -- sending --------------------------------------------------------------------
 
@@ -477,7 +477,7 @@ async def _messages(
         # PERF: data this short is within max_message_size whatever it holds (a
         # character is at most 4 bytes in UTF-8), so the fast path compares lengths.
         short = max_size // 4 if key == "text" else max_size
-    yield None  # NOTE: the step _unfinalized() takes; the handler never sees it.
+    yield None  # NOTE: the step unfinalized() takes; the handler never sees it.
     while True:
         if websocket._live:
             # PERF: receive() inlined: one await per message, as raw ASGI has.
@@ -508,25 +508,6 @@ async def _messages(
             return
         data = _data(message, key)
         yield data if decode is None else decode(data)
-
-
-def _unfinalized(messages: AsyncGenerator[Any, None]) -> AsyncIterator[Any]:
-    """Return ``messages``, stepped to its first ``yield`` with no event-loop hooks.
-
-    A handler may leave ``async for`` early, and the generator is then collected
-    unfinished: the event loop's finalizer would schedule an ``aclose()`` (trio also warns).
-    This generator holds nothing to clean up, so Python's own closing is enough. A
-    generator takes the hooks in force at its first step, which needs no event loop here.
-    """
-    hooks = sys.get_asyncgen_hooks()
-    sys.set_asyncgen_hooks(None, None)
-    try:
-        messages.asend(None).send(None)
-    except StopIteration:
-        pass
-    finally:
-        sys.set_asyncgen_hooks(*hooks)
-    return messages
 
 
 _HINTS = {

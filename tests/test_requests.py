@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import gc
+import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -317,6 +320,52 @@ async def test_is_disconnected_passes_on_an_error_of_receive_as_it_is() -> None:
 
     with pytest.raises(RuntimeError, match="receive failed"):
         await Request(make_scope(), broken).is_disconnected()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_is_disconnected_on_a_trio_memory_channel(anyio_backend: str) -> None:
+    # NOTE: hypercorn's trio worker hands the app a trio memory channel's receive, which
+    # checks for cancellation before it looks at its queue.
+    import trio
+
+    to_app, from_server = trio.open_memory_channel[Message](10)
+    request = Request(make_scope(), from_server.receive)
+    assert not await request.is_disconnected()
+    to_app.send_nowait({"type": "http.request", "body": b"x", "more_body": False})
+    to_app.send_nowait({"type": "http.disconnect"})
+    with anyio.fail_after(5):
+        assert not await request.is_disconnected()  # the body comes first, kept for body()
+        assert await request.is_disconnected()
+    assert await request.body() == b"x"
+
+
+@pytest.mark.anyio
+async def test_leaving_a_body_stream_early_leaves_nothing_to_finalize(anyio_backend: str) -> None:
+    hooks = sys.get_asyncgen_hooks()
+    request = Request(
+        make_scope(),
+        receiver(
+            {"type": "http.request", "body": b"a", "more_body": True},
+            {"type": "http.request", "body": b"b", "more_body": False},
+        ),
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async for chunk in request.stream():
+            assert chunk == b"a"
+            break
+        gc.collect()
+        await anyio.sleep(0)
+    # NOTE: trio warned (ResourceWarning) about the body generator collected unfinished.
+    assert [str(w.message) for w in caught] == []
+    assert sys.get_asyncgen_hooks() == hooks
+    with pytest.raises(RuntimeError, match="already streamed"):
+        await request.body()
+
+    unread = Request(make_scope(), receiver({"type": "http.request", "body": b"ab"}))
+    unread.stream()  # not iterated: the body is still there to read
+    assert await unread.body() == b"ab"
 
 
 @pytest.mark.anyio
