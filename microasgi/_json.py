@@ -19,6 +19,8 @@ _INT_MAX = 2**64 - 1
 # Longer runs of digits may hold an integer orjson reads as a float.
 _LONG_DIGITS = b"0" * 19
 _DIGITS_AS_ZEROS = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))
+# What orjson raises (a TypeError) for content nested more than 255 levels deep.
+_TOO_DEEP = "Recursion limit reached"
 
 
 Fallback = Callable[[Any], Any]
@@ -50,6 +52,33 @@ def dump_json(content: Any, *, option: int = 0, fallback: Fallback | None = None
         return orjson.dumps(content, default=default, option=option)
     except TypeError:
         pass
+    try:
+        return _dump_wider(content, default, option, fallback)
+    except TypeError as exc:
+        if str(exc) != _TOO_DEEP:
+            raise
+    # NOTE: orjson writes 255 levels of nesting, fewer than it reads (1024) and than the
+    # standard library writes, so a JSON body could not be echoed: the standard library
+    # writes what is this deep, and orjson each object it cannot write itself.
+    try:
+        text = json.dumps(
+            content,
+            default=functools.partial(_leaf, option=option, fallback=fallback),
+            ensure_ascii=False,
+            separators=(",", ":"),
+            sort_keys=bool(option & orjson.OPT_SORT_KEYS),
+            allow_nan=False,  # NOTE: an error rather than "NaN", which is no JSON
+        )
+    except RecursionError:
+        raise TypeError(_TOO_DEEP) from None
+    return text.encode("utf-8")
+
+
+def _leaf(obj: Any, *, option: int, fallback: Fallback | None) -> Any:
+    return load_json(dump_json(obj, option=option, fallback=fallback))
+
+
+def _dump_wider(content: Any, default: Fallback, option: int, fallback: Fallback | None) -> bytes:
     # PERF: OPT_NON_STR_KEYS slows every dict down, so it is only the fallback.
     try:
         return orjson.dumps(content, default=default, option=option | orjson.OPT_NON_STR_KEYS)
@@ -99,4 +128,10 @@ def load_json(data: bytes | str) -> Any:
     if _LONG_DIGITS not in raw.translate(_DIGITS_AS_ZEROS):
         return value
     # NOTE: orjson refused numbers past a double's range (309 digits), so int() takes them.
-    return json.loads(raw)
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        # SECURITY: orjson takes 1024 levels of nesting, the standard library's recursive
+        # decoder fewer (what the stack leaves it): refused as orjson refuses deeper ones,
+        # not a RecursionError (a 500, or a 1011 close) that a client can cause at will.
+        raise orjson.JSONDecodeError("depth limit exceeded", "", 0) from None

@@ -483,8 +483,17 @@ class StreamingResponse(Response):
             with anyio.CancelScope() as stream_scope:
 
                 async def listen_for_disconnect() -> None:
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
+                    nonlocal error
+                    try:
+                        while (await receive())["type"] != "http.disconnect":
+                            pass
+                    except Exception as exc:
+                        # NOTE: a receive wrapper may refuse the unread body (a malformed
+                        # or oversized encoded one): the stream ends as for a failed body
+                        # read, with the error re-raised below, not in an ExceptionGroup.
+                        error = exc
+                        stream_scope.cancel()
+                        return
                     # NOTE: a server may answer http.disconnect once it has the last body,
                     # while its `send` is still writing it and closing the connection
                     # (hypercorn's trio worker): cut there, the connection stays open and

@@ -1223,6 +1223,56 @@ async def test_async_client_app_reads_part_of_a_streamed_body() -> None:
 
 
 @pytest.mark.anyio
+async def test_async_client_body_survives_a_poll_for_the_disconnect() -> None:
+    # NOTE: is_disconnected() cancels receive() once it waits: the test's generator, then
+    # between two chunks, must not be the one cancelled (the rest of the body was lost).
+    from microasgi import App
+
+    app = App()
+
+    @app.post("/")
+    async def read(request: Request) -> dict[str, int]:
+        assert not await request.is_disconnected()
+        return {"size": len(await request.body())}
+
+    closed: list[bool] = []
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            for chunk in (b"ab", b"cd"):
+                await anyio.sleep(0.01)
+                yield chunk
+        finally:
+            closed.append(True)
+
+    async with AsyncTestClient(app) as client:
+        response = await client.post("/", content=chunks())
+    assert response.json() == {"size": 4}
+    assert closed == [True]
+
+
+@pytest.mark.anyio
+async def test_async_client_stops_pulling_a_body_the_app_never_reads() -> None:
+    # NOTE: the body is pulled in a task beside the app; it must stop when the app ends.
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await respond(send, b"no thanks")
+
+    pulled: list[int] = []
+
+    async def endless() -> AsyncIterator[bytes]:
+        while True:
+            pulled.append(1)
+            yield b"z"
+
+    client = AsyncTestClient(app)
+    with anyio.fail_after(5):
+        response = await client.post("/", content=endless())
+    await client.aclose()
+    assert response.text == "no thanks"
+    assert len(pulled) <= 2
+
+
+@pytest.mark.anyio
 async def test_async_client_lifespan_and_state() -> None:
     events: list[str] = []
     async with AsyncTestClient(lifespan_app(events)) as client:

@@ -26,22 +26,42 @@ class _RequestBody:
     def __init__(self, stream: httpx.SyncByteStream | httpx.AsyncByteStream) -> None:
         self._stream = stream
         self._sync: Iterator[bytes] | None = None
-        self._async: AsyncIterator[bytes] | None = None
         self._buffer = bytearray()
         self._exhausted = False
-
-    async def _pull(self) -> bytes | None:
+        self._feeding = anyio.CancelScope()
         # NOTE: a stream that is also sync (bytes, files, multipart) is read without an
         # async generator, which would otherwise need closing when the app stops early.
+        self.needs_feeding = not isinstance(stream, httpx.SyncByteStream)
+        """Whether ``feed()`` must run beside the app: the body is an async stream."""
+        if self.needs_feeding:
+            self._to_app, self._fed = anyio.create_memory_object_stream[bytes](0)
+
+    async def feed(self) -> None:
+        """Pull an async body in a task of its own, until the app has it all or ends.
+
+        ``receive()`` may be cancelled while it waits for the next chunk (``is_disconnected()``
+        polls that way); pulled there, the cancellation would end the test's generator and the
+        rest of the body with it.
+        """
+        assert isinstance(self._stream, httpx.AsyncByteStream)
+        chunks = self._stream.__aiter__()
+        try:
+            with self._feeding, self._to_app:
+                async for chunk in chunks:
+                    await self._to_app.send(chunk)
+        finally:
+            if isinstance(chunks, AsyncGenerator):
+                with anyio.CancelScope(shield=True):
+                    await chunks.aclose()
+
+    async def _pull(self) -> bytes | None:
         if isinstance(self._stream, httpx.SyncByteStream):
             if self._sync is None:
                 self._sync = iter(self._stream)
             return next(self._sync, None)
-        if self._async is None:
-            self._async = self._stream.__aiter__()
         try:
-            return await self._async.__anext__()
-        except StopAsyncIteration:
+            return await self._fed.receive()
+        except anyio.EndOfStream:
             return None
 
     async def read(self) -> tuple[bytes, bool]:
@@ -56,9 +76,11 @@ class _RequestBody:
         del self._buffer[:CHUNK_SIZE]
         return piece, bool(self._buffer) or not self._exhausted
 
-    async def aclose(self) -> None:
-        if isinstance(self._async, AsyncGenerator):
-            await self._async.aclose()
+    def stop(self) -> None:
+        """Stop feeding: the app has ended."""
+        if self.needs_feeding:
+            self._feeding.cancel()
+            self._fed.close()
 
 
 class _Exchange:
@@ -141,6 +163,11 @@ class _Call:
         self._done = anyio.Event()
         self._error: Exception | None = None
 
+    @property
+    def body(self) -> _RequestBody:
+        """The request body the app receives."""
+        return self._exchange.body
+
     async def run(self) -> None:
         """Call the app; its exception is kept for the test rather than raised in the loop."""
         try:
@@ -155,7 +182,7 @@ class _Call:
         finally:
             self._exchange.to_client.close()
             self._exchange.started.set()
-            await self._exchange.body.aclose()
+            self._exchange.body.stop()
             self._done.set()
 
     async def started(self) -> bool:
@@ -288,6 +315,8 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             call = _Call(self._target, request)
             stack.push_async_callback(call.close)
             task_group.start_soon(call.run)
+            if call.body.needs_feeding:
+                task_group.start_soon(call.body.feed)
             timed_out: httpx.ReadTimeout | None = None
             try:
                 if await call.started():

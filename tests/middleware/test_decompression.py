@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import logging
 import os
 import struct
 import sys
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import brotli
 import httpx
 import pytest
@@ -28,6 +30,7 @@ from microasgi.middleware.decompression import available_decodings
 from microasgi.requests import Request
 from microasgi.responses import JSONResponse, StreamingResponse
 from microasgi.routing import Router
+from microasgi.sse import EventSourceResponse
 from microasgi.testing import TestClient
 from microasgi.types import Message, Receive, Scope, Send
 from tests.integration.servers import require_module, serve, server_argv
@@ -690,6 +693,49 @@ async def test_a_started_response_is_cut_short(anyio_backend: str) -> None:
     assert server.status == 200
     assert 0 < len(server.body) <= 200 * KiB
     assert "complete" not in server.events
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        (b"not gzip", [("content-encoding", "gzip")]),
+        (b"x", [("content-encoding", "gzip"), ("content-length", "99999999999")]),
+    ],
+)
+@pytest.mark.parametrize(("path", "spec_version"), [("/stream", "2.3"), ("/events", "2.4")])
+async def test_a_refused_body_nobody_reads_cuts_a_stream_short_quietly(
+    anyio_backend: str,
+    caplog: pytest.LogCaptureFixture,
+    body: bytes,
+    headers: list[tuple[str, str]],
+    path: str,
+    spec_version: str,
+) -> None:
+    # NOTE: an event stream (and, before ASGI 2.4, any stream) listens on receive() for the
+    # disconnect, and so meets the refusal of a body that the handler never reads.
+    app = make_app()
+
+    async def chunks() -> Any:
+        yield "a"
+        await anyio.sleep(5)
+        yield "b"
+
+    @app.get("/stream")
+    async def stream(request: Request) -> StreamingResponse:
+        return StreamingResponse(chunks())
+
+    @app.get("/events")
+    async def events(request: Request) -> EventSourceResponse:
+        return EventSourceResponse(chunks(), ping=None)
+
+    server = StrictServer(body)
+    scope = http_scope(path, "GET", headers, spec_version=spec_version)
+    with anyio.fail_after(2):
+        await app(scope, server.receive, server.send)
+    assert server.status == 200
+    assert len(server.events) == 2  # the start, then the first chunk alone
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
 async def _read_all(receive: Receive) -> bytes:
