@@ -7,6 +7,7 @@ import mimetypes
 import os
 import re
 import stat
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from email.utils import formatdate, mktime_tz, parsedate_tz
 from typing import BinaryIO
@@ -22,7 +23,13 @@ from microasgi.datastructures import _QUERY_SAFE, encode_header
 from microasgi.exceptions import HTTPException
 from microasgi.lifespan import acknowledge_lifespan
 from microasgi.limits import limits_for
-from microasgi.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from microasgi.responses import (
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+    _websocket_denial_send,
+)
 from microasgi.routing.router import route_path
 from microasgi.types import Message, RawHeaders, Receive, Scope, Send
 from microasgi.websockets import websocket_not_found
@@ -129,7 +136,11 @@ def _with_stat_headers(headers: RawHeaders, stat_result: os.stat_result) -> RawH
     present = {key for key, _ in headers}
     added = [(_CONTENT_LENGTH, b"%d" % stat_result.st_size)]
     if _LAST_MODIFIED not in present:
-        added.append((_LAST_MODIFIED, formatdate(stat_result.st_mtime, usegmt=True).encode()))
+        # NOTE: RFC 9110 §8.8.2.1: a modification time in the future (clock skew, an unpacked
+        # archive) is sent as now; a client revalidating with that future date would get 304
+        # for every later version of the file until then.
+        modified = min(stat_result.st_mtime, time.time())
+        added.append((_LAST_MODIFIED, formatdate(modified, usegmt=True).encode()))
     if _ETAG not in present:
         # NOTE: a strong validator (If-Range needs one to resume a download) made of the
         # nanosecond mtime and the size, as nginx and Apache make theirs.
@@ -263,6 +274,17 @@ def _open(path: str) -> BinaryIO:
         raise _missing(path) from None
 
 
+def _open_holding(path: str, size: int) -> BinaryIO:
+    """Open the file at ``path``, which must still hold ``size`` bytes (worker thread)."""
+    file = _open(path)
+    if os.fstat(file.fileno()).st_size < size:
+        # NOTE: shorter than its stat() said (rewritten in place since): an error the app can
+        # still answer, not a response cut short after its Content-Length went out.
+        file.close()
+        raise _shrunk(path)
+    return file
+
+
 def _missing(path: str) -> RuntimeError:
     return RuntimeError(f"File at path {path!r} does not exist.")
 
@@ -345,9 +367,11 @@ class FileResponse(Response):
             stat_result = await self._stat()
             headers = _with_stat_headers(headers, stat_result)
         status, headers, pieces = self._plan(scope, method, stat_result.st_size, headers)
+        # NOTE: StreamingResponse frames a denial response itself; the sends here do not.
+        whole_send = _websocket_denial_send(send) if scope["type"] == "websocket" else send
         if status == 200 and pieces and _PATHSEND in (scope.get("extensions") or {}):
             # NOTE: `pieces` of a 200 are the whole file: the server sends it from disk.
-            await self._send(send, status, headers, None)
+            await self._send(whole_send, status, headers, None)
             return
         length = sum(len(p) if isinstance(p, bytes) else p[1] - p[0] for p in pieces)
         if length <= self.chunk_size:
@@ -355,11 +379,13 @@ class FileResponse(Response):
             body = (
                 await anyio.to_thread.run_sync(_read_pieces, self.path, pieces) if pieces else b""
             )
-            await self._send(send, status, headers, body)
+            await self._send(whole_send, status, headers, body)
             return
-        # NOTE: opened before the response starts, so a file removed since its stat() is an
-        # error the app can still answer, not a 200 cut short.
-        async with anyio.wrap_file(await anyio.to_thread.run_sync(_open, self.path)) as file:
+        # NOTE: opened before the response starts, so a file removed or shortened since its
+        # stat() is an error the app can still answer, not a 200 cut short.
+        end = max((p[1] for p in pieces if not isinstance(p, bytes)), default=0)
+        opened = await anyio.to_thread.run_sync(_open_holding, self.path, end)
+        async with anyio.wrap_file(opened) as file:
             # NOTE: StreamingResponse stops reading when the client goes away (whatever
             # the server's ASGI version) and then skips the background task.
             chunks = _file_chunks(file, self.path, pieces, self.chunk_size)
@@ -493,7 +519,8 @@ class StaticFiles:
     No request path resolves outside the roots; a missing file, a forbidden path and a
     directory all get the same 404. ``html=True`` serves ``index.html`` for a directory
     (redirecting to the slash-ended URL) and ``404.html`` for a miss. Symlinks are followed
-    while they stay inside the root; ``follow_symlinks=True`` follows them anywhere.
+    while they stay inside the root; ``follow_symlinks=True`` follows them anywhere
+    (``follow_symlink``, Starlette's spelling, is taken too).
     ``check_dir`` raises `RuntimeError` now if ``directory`` does not exist;
     ``cache_control`` is sent as `Cache-Control` with every file. Conditional requests and
     ranges are those of `FileResponse`.
@@ -508,7 +535,12 @@ class StaticFiles:
         check_dir: bool = True,
         follow_symlinks: bool = False,
         cache_control: str | None = None,
+        follow_symlink: bool | None = None,
     ) -> None:
+        if follow_symlink is not None:
+            if follow_symlinks and not follow_symlink:
+                raise TypeError("StaticFiles() got follow_symlinks=True and follow_symlink=False")
+            follow_symlinks = follow_symlink
         if directory is None and not packages:
             raise TypeError("StaticFiles() needs a directory= or packages= to serve.")
         self.directory = None if directory is None else os.fspath(directory)

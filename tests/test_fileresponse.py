@@ -3,9 +3,10 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import time
 import timeit
 from collections.abc import Callable
-from email.utils import formatdate
+from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -21,8 +22,8 @@ from microasgi.background import BackgroundTask
 from microasgi.limits import Limits
 from microasgi.requests import Request
 from microasgi.staticfiles import FileResponse, content_disposition, guess_media_type
-from microasgi.testing import TestClient
-from microasgi.types import Message, Scope
+from microasgi.testing import TestClient, WebSocketDenied
+from microasgi.types import Message, Receive, Scope, Send
 
 ClientFactory = Callable[..., TestClient]
 
@@ -291,6 +292,74 @@ async def test_file_that_shrinks_while_sent_raises(tmp_path: Path) -> None:
     medium.write_bytes(b"x" * (FileResponse.chunk_size + 10))
     with pytest.raises(RuntimeError, match="became shorter"):
         await run(FileResponse(medium, stat_result=big.stat()))
+
+
+@pytest.mark.anyio
+async def test_file_shortened_before_it_is_opened_raises_before_the_response_starts(
+    tmp_path: Path,
+) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * (2 * FileResponse.chunk_size))
+    stat_result = big.stat()
+    big.write_bytes(b"x" * (FileResponse.chunk_size + 10))  # rewritten in place, shorter
+    exchange = Exchange()
+    with pytest.raises(RuntimeError, match="became shorter"):
+        with anyio.fail_after(10):
+            await FileResponse(big, stat_result=stat_result)(
+                http_scope(), exchange.receive, exchange.send
+            )
+    # Nothing went out, so the app can still answer 500 instead of a 200 cut short.
+    assert exchange.messages == []
+
+
+@pytest.mark.anyio
+async def test_file_shortened_while_it_streams_raises(tmp_path: Path) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * (3 * FileResponse.chunk_size))
+    exchange = Exchange()
+
+    async def send(message: Message) -> None:
+        await exchange.send(message)
+        if message["type"] == "http.response.body":
+            os.truncate(big, FileResponse.chunk_size)
+
+    with pytest.raises(RuntimeError, match="became shorter"):
+        with anyio.fail_after(10):
+            await FileResponse(big)(http_scope(), exchange.receive, send)
+    assert exchange.status == 200
+
+
+@pytest.mark.anyio
+async def test_last_modified_in_the_future_is_sent_as_now(tmp_path: Path) -> None:
+    path = tmp_path / "skewed.txt"
+    path.write_bytes(b"old")
+    future = time.time() + 86_400
+    os.utime(path, (future, future))
+    first = await run(FileResponse(path))
+    last_modified = first.headers["last-modified"]
+    # Sent as the future date, a client revalidating with it (wget -N, curl -z send
+    # If-Modified-Since alone) would get 304 for every new version written until then.
+    assert parsedate_to_datetime(last_modified).timestamp() <= time.time()
+    assert first.body == b"old"
+
+
+@pytest.mark.parametrize("size", [10, 3 * FileResponse.chunk_size])
+def test_websocket_denial_response_from_a_plain_asgi_app(
+    client_factory: ClientFactory, tmp_path: Path, size: int
+) -> None:
+    page = tmp_path / "denied.html"
+    page.write_bytes(b"d" * size)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "websocket"
+        await FileResponse(page, status_code=403)(scope, receive, send)
+
+    with client_factory(app) as client, pytest.raises(WebSocketDenied) as denied:
+        with client.websocket_connect("/"):
+            pass  # pragma: no cover
+    assert denied.value.status_code == 403
+    assert denied.value.headers["content-type"] == "text/html; charset=utf-8"
+    assert denied.value.content == b"d" * size
 
 
 # --- HEAD ------------------------------------------------------------------------------------

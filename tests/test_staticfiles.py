@@ -669,3 +669,10 @@ async def test_other_scopes_and_lifespan_messages(static: Path) -> None:
     assert sent == [{"type": "lifespan.startup.complete"}, {"type": "lifespan.shutdown.complete"}]
     await app({"type": "unknown.protocol"}, receive, send)  # not ours: nothing happens
     assert len(sent) == 2
+
+
+def test_follow_symlink_is_starlettes_spelling(tmp_path: Path) -> None:
+    assert StaticFiles(directory=tmp_path, follow_symlink=True).follow_symlinks is True
+    assert StaticFiles(directory=tmp_path, follow_symlink=False).follow_symlinks is False
+    with pytest.raises(TypeError, match="follow_symlinks=True and follow_symlink=False"):
+        StaticFiles(directory=tmp_path, follow_symlinks=True, follow_symlink=False)

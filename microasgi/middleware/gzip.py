@@ -243,6 +243,8 @@ class _CompressingSend:
                 self._start = message
             else:
                 self._state = "passing"
+                if message["type"] == "http.response.start" and message["status"] == 304:
+                    message = self._revalidated(message)
                 await self._send(message)
         elif message["type"] == "http.response.body":
             await self._first_body(message)
@@ -318,6 +320,16 @@ class _CompressingSend:
             return
         await self._send({"type": "http.response.body", "body": compressed, "more_body": more_body})
 
+    def _revalidated(self, start: Message) -> Message:
+        """A 304 with the ``Vary`` and ``ETag`` its 200 would have had (RFC 9110 §15.4.5)."""
+        # NOTE: with the strong ETag of the file, a cache would keep compressed bytes under
+        # it, and a later If-Range could then splice ranges of the plain file into them.
+        headers = MutableHeaders(raw=list(start.get("headers", ())))
+        headers.add_vary_header("Accept-Encoding")
+        if self._encoding is not None:
+            _weaken_etag(headers)
+        return {**start, "headers": headers.raw}
+
     def _compressed_start(self, start: Message, whole: bytes | None) -> Message:
         assert self._encoding is not None
         headers = MutableHeaders(raw=list(start.get("headers", ())))
@@ -327,10 +339,15 @@ class _CompressingSend:
         if whole is not None:
             headers.raw.append((b"content-length", b"%d" % len(whole)))
         headers.add_vary_header("Accept-Encoding")
-        etag = headers.get("etag")
-        if etag is not None and not etag.startswith("W/"):
-            headers["etag"] = "W/" + etag
+        _weaken_etag(headers)
         return {**start, "headers": headers.raw}
+
+
+def _weaken_etag(headers: MutableHeaders) -> None:
+    # NOTE: compressed bytes are not the bytes a strong validator names.
+    etag = headers.get("etag")
+    if etag is not None and not etag.startswith("W/"):
+        headers["etag"] = "W/" + etag
 
 
 def _media_type(content_type: bytes) -> bytes:

@@ -208,6 +208,39 @@ def test_compressed_headers(client_factory: ClientFactory) -> None:
         assert response.headers["etag"] == 'W/"v1"'
 
 
+def test_a_304_has_the_etag_and_vary_of_its_200(
+    client_factory: ClientFactory, tmp_path: Any
+) -> None:
+    # NOTE: RFC 9110 §15.4.5. With the file's strong ETag on the 304, a cache would keep
+    # compressed bytes under it, and a later If-Range could splice plain ranges into them.
+    from microasgi.staticfiles import FileResponse
+
+    path = tmp_path / "big.txt"
+    path.write_text(TEXT)
+    app = App(middleware=[Middleware(GZipMiddleware)])
+
+    @app.get("/file")
+    async def file(request: Request) -> Response:
+        return FileResponse(path)
+
+    with client_factory(app) as client:
+        first = client.get("/file", headers={"accept-encoding": "gzip"})
+        etag = first.headers["etag"]
+        assert etag.startswith('W/"')
+        assert first.headers["vary"] == "Accept-Encoding"
+        again = client.get("/file", headers={"accept-encoding": "gzip", "if-none-match": etag})
+        assert again.status_code == 304
+        assert (again.headers["etag"], again.headers["vary"]) == (etag, "Accept-Encoding")
+        plain = client.get("/file", headers={"accept-encoding": "identity"})
+        strong = plain.headers["etag"]
+        assert strong == etag[2:]
+        again = client.get(
+            "/file", headers={"accept-encoding": "identity", "if-none-match": strong}
+        )
+        assert again.status_code == 304
+        assert (again.headers["etag"], again.headers["vary"]) == (strong, "Accept-Encoding")
+
+
 def test_a_streaming_response(client_factory: ClientFactory) -> None:
     with client_factory(gzip_app()) as client:
         response = client.get("/stream", headers={"accept-encoding": "gzip"})
