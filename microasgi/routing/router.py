@@ -391,6 +391,15 @@ class Router:
         if prefix:
             parse_template(prefix)  # a malformed prefix fails here, naming itself
             prefix = prefix.rstrip("/")
+        hosts = [route for route in router._routes if isinstance(route, Host)]
+        if prefix and hosts:
+            # NOTE: a host route answers every path of its host; copied as is, it would
+            # serve outside the prefix and hide the app's own routes for that host.
+            raise ValueError(
+                f"include_router(prefix={prefix!r}) cannot put the host route {hosts[0]!r} "
+                f"under a prefix; mount the router instead (mount({prefix!r}, router)), "
+                "or include it without a prefix"
+            )
         layers = [*checked_middleware(middleware), *router.middleware]
         # SECURITY: mounts and hosts carry the limits too, so that a body limit reaches
         # the routers they serve, as it does when the router is mounted.

@@ -524,11 +524,14 @@ def _check_methods(path: str, methods: Iterable[str] | None) -> frozenset[str]:
 
 
 def hostname_of(netloc: str) -> str:
-    """The host of a valid ``host[:port]``, lower-cased, without the port."""
+    """The host of a valid ``host[:port]``, lower-cased, without the port or a final dot."""
     netloc = netloc.lower()
     if netloc.startswith("["):
         return netloc.partition("]")[0] + "]"
-    return netloc.partition(":")[0]
+    name = netloc.partition(":")[0]
+    # NOTE: "example.com." is the fully qualified spelling of "example.com", the same host
+    # (TrustedHostMiddleware allows it as such); only one dot goes, "example.com.." stays.
+    return name[:-1] if name.endswith(".") else name
 
 
 def _parse_host(host: str) -> list[tuple[str, Converter | None]]:
@@ -556,5 +559,19 @@ def _parse_host(host: str) -> list[tuple[str, Converter | None]]:
                 "so write the host alone"
             )
         else:
-            labels.append((label.lower(), None))
+            labels.append((_ascii_label(host, label).lower(), None))
     return labels
+
+
+def _ascii_label(host: str, label: str) -> str:
+    """``label`` as a Host header carries it: an internationalized one in punycode."""
+    if label.isascii():
+        return label
+    # NOTE: clients send "bücher.example" as "xn--bcher-kva.example"; written as read, the
+    # template would never match.
+    try:
+        return label.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise RouteTemplateError(
+            f"Host template {host!r}: {label!r} is not a valid internationalized label ({exc})"
+        ) from None

@@ -69,9 +69,11 @@ def test_included_router_limits_reach_the_routers_it_mounts(
 def test_include_router_limits_reach_the_routers_it_mounts(client_factory: ClientFactory) -> None:
     outer = Router()
     outer.mount("/m", _router())
-    outer.host("h.example.com", _router())
+    hosts = Router()
+    hosts.host("h.example.com", _router())
     app = App()
     app.include_router(outer, prefix="/b", limits=SMALL)
+    app.include_router(hosts, limits=SMALL)
     with client_factory(app) as client:
         assert client.post("/b/m/x", content=BODY).status_code == 413
         response = client.post("/x", content=BODY, headers={"host": "h.example.com"})

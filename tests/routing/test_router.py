@@ -593,11 +593,13 @@ def test_host_routing_sees_the_host_of_request_url(host: str) -> None:
     name = _host_name(scope)
     url = URL(scope=scope)
     assert url.hostname is not None
-    assert name.strip("[]") == url.hostname
+    # NOTE: a fully qualified name's final dot is not part of the host routes see.
+    hostname = url.hostname[:-1] if url.hostname.endswith(".") else url.hostname
+    assert name.strip("[]") == hostname
     route = Host("{label}", Router())
     params = route.match(host)
     if params is not None:
-        assert params == {"label": url.hostname}
+        assert params == {"label": hostname}
 
 
 def test_host_match_ignores_port_and_case() -> None:
@@ -607,6 +609,51 @@ def test_host_match_ignores_port_and_case() -> None:
     assert route.match("acme.example.org") is None
     assert route.match("a.b.example.com") is None
     assert Host("{n:int}.numbers.test", Router()).match("x.numbers.test") is None
+
+
+def test_host_routing_takes_a_fully_qualified_host_with_its_final_dot(
+    client_factory: ClientFactory,
+) -> None:
+    tenant = Router()
+
+    @tenant.get("/")
+    async def tenant_home(request: Request) -> dict[str, Any]:
+        return dict(request.path_params)
+
+    app = App()
+
+    @app.get("/")
+    async def home(request: Request) -> str:
+        return "main"
+
+    app.host("{sub}.example.com", tenant)
+    app.host("api.example.org", PlainTextResponse("api"))
+    route = Host("{sub}.example.com", Router())
+    assert route.match("Acme.Example.com.:8000") == {"sub": "acme"}
+    assert route.match("acme.example.com..") is None
+    with client_factory(app) as client:
+        assert client.get("/", headers={"host": "acme.example.com."}).json() == {"sub": "acme"}
+        assert client.get("/", headers={"host": "api.example.org.:80"}).text == "api"
+        assert client.get("/", headers={"host": "acme.example.com.."}).text == "main"
+        assert client.get("/", headers={"host": "."}).text == "main"
+
+
+def test_host_template_with_an_internationalized_name(client_factory: ClientFactory) -> None:
+    route = Host("{sub}.Bücher.example", Router())
+    assert route.match("shop.xn--bcher-kva.example") == {"sub": "shop"}
+    assert route.match("shop.bcher.example") is None
+    with pytest.raises(RouteTemplateError, match="not a valid internationalized label"):
+        Host("{sub}." + "ü" * 70 + ".example", Router())
+    app = App()
+    app.host("bücher.example", PlainTextResponse("books"))
+
+    @app.get("/")
+    async def home(request: Request) -> str:
+        return "main"
+
+    with client_factory(app) as client:
+        assert client.get("/", headers={"host": "xn--bcher-kva.example"}).text == "books"
+        assert client.get("/", headers={"host": "other.example"}).text == "main"
 
 
 @pytest.mark.parametrize("template", ["example.com:8080", "{sub}.example.com:443", "[::1]:8000"])
@@ -1221,6 +1268,38 @@ def test_an_included_host_route_keeps_the_router_middleware(
         response = client.get("/", headers={"host": "h.example.com"})
         assert (response.text, response.headers.get("x-router")) == ("host", "1")
     assert seen == ["http"]
+
+
+def test_include_router_refuses_a_prefix_for_its_host_routes(
+    client_factory: ClientFactory,
+) -> None:
+    admin = Router()
+
+    @admin.get("/panel")
+    async def panel(request: Request) -> str:
+        return "panel"
+
+    api = Router()
+    api.host("admin.example.com", admin, name="admin")
+
+    @api.get("/ping")
+    async def ping(request: Request) -> str:
+        return "pong"
+
+    app = App()
+
+    @app.get("/home")
+    async def home(request: Request) -> str:
+        return "home"
+
+    # NOTE: copied as is, the host route would answer /panel (not /api/panel) and hide /home.
+    with pytest.raises(ValueError, match=r"prefix='/api'.*Host\(host='admin.example.com'.*mount"):
+        app.include_router(api, prefix="/api")
+    assert [route.name for route in app.routes] == ["home"]
+    app.include_router(api, prefix="/")
+    with client_factory(app) as client:
+        assert client.get("/panel", headers={"host": "admin.example.com"}).text == "panel"
+        assert client.get("/ping").text == "pong"
 
 
 def test_what_cannot_be_served_is_refused_at_registration() -> None:
