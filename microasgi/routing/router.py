@@ -647,10 +647,14 @@ class Router:
         # that browsers follow off-site; such paths are never redirected.
         if path.startswith(("//", "/\\")) or path == "/":
             return None
-        other = path[:-1] if path.endswith("/") else path + "/"
+        # NOTE: "/a//" goes to "/a" as in Starlette, else to "/a/" if only that is served.
+        candidates = (path.rstrip("/"), path[:-1]) if path.endswith("/") else (path + "/",)
         # NOTE: only toward a path that HTTP reaches: one served by WebSocket routes
         # alone would answer the redirected request with a 404.
-        if not self._tree.allowed_methods(other) - {WEBSOCKET}:
+        for other in candidates:
+            if self._tree.allowed_methods(other) - {WEBSOCKET}:
+                break
+        else:
             return None
         location = quote(scope.get("root_path", "").rstrip("/") + other, safe="/:@!$&'()*+,;=-._~")
         query = scope.get("query_string", b"")

@@ -331,6 +331,34 @@ def test_redirect_slashes_both_ways_and_keeps_query(client_factory: ClientFactor
         assert client.post("/b").text == "b"
 
 
+def test_a_slash_redirect_drops_every_trailing_slash(client_factory: ClientFactory) -> None:
+    app = App()
+
+    @app.get("/a")
+    async def a(request: Request) -> str:
+        return "a"
+
+    @app.post("/a/")
+    async def a_slash(request: Request) -> str:
+        return "a/"
+
+    with client_factory(app, follow_redirects=False) as client:
+        response = client.get("/a//")
+        assert (response.status_code, response.headers["location"]) == (308, "/a")
+    with client_factory(app) as client:
+        assert client.get("/a///").text == "a"
+
+    only_slash = App()
+
+    @only_slash.get("/b/")
+    async def b(request: Request) -> str:
+        return "b/"
+
+    with client_factory(only_slash, follow_redirects=False) as client:
+        response = client.get("/b//")
+        assert (response.status_code, response.headers["location"]) == (308, "/b/")
+
+
 @pytest.mark.parametrize("path", ["//evil.com/", "/\\evil.com/", "//evil.com"])
 def test_slash_redirect_is_never_an_open_redirect(client_factory: ClientFactory, path: str) -> None:
     app = App()
