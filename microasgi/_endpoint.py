@@ -26,9 +26,7 @@ from .types import ASGIApp, Receive, Scope, Send
 __all__ = [
     "build_endpoint",
     "check_handler",
-    "connection_keyword",
     "path_kwargs",
-    "plan_call",
     "plan_handler",
     "send_result",
 ]
@@ -156,35 +154,20 @@ def check_handler(func: Callable[..., Any], param_names: tuple[str, ...]) -> Non
             )
 
 
-def connection_keyword(func: Callable[..., Any], param_names: tuple[str, ...]) -> str | None:
-    """The parameter that takes the connection by name, when it does not come first.
-
-    ``async def get_user(user_id: int, request: Request)`` takes the request after a path
-    parameter, so it is passed as ``request=``; ``None`` when ``plan_call`` passes it first
-    or the handler does not take it.
-    """
-    return plan_handler(func, param_names)[3]
-
-
-def plan_call(
-    func: Callable[..., Any], param_names: tuple[str, ...]
-) -> tuple[bool, tuple[str, ...], tuple[str, ...] | None]:
-    """Decide how to call ``func``: (pass the connection first?, route parameters to pass by
-    name, other names it takes by keyword).
-
-    The connection is passed positionally when the handler has a positional parameter that
-    is not a path parameter; path parameters are passed when their name is in the signature
-    (all of them when it takes ``**kwargs``). The other names are those a host or mount
-    around the route may put in ``path_params`` (``None``: it takes ``**kwargs``, so all);
-    a parameter for the connection (see ``connection_keyword``) is not one of them.
-    """
-    return plan_handler(func, param_names)[:3]
-
-
 def plan_handler(
     func: Callable[..., Any], param_names: tuple[str, ...]
 ) -> tuple[bool, tuple[str, ...], tuple[str, ...] | None, str | None]:
-    """``plan_call`` and ``connection_keyword`` at once, from one reading of the signature."""
+    """Decide how to call ``func``, from one reading of its signature.
+
+    Returns (pass the connection first?, route parameters to pass by name, other names it
+    takes by keyword, the parameter that takes the connection by name). The connection is
+    passed positionally when the handler has a positional parameter that is not a path
+    parameter; path parameters are passed when their name is in the signature (all of them
+    when it takes ``**kwargs``). The other names are those a host or mount around the route
+    may put in ``path_params`` (``None``: it takes ``**kwargs``, so all). The connection
+    goes by name when it comes after a path parameter: ``async def get_user(user_id: int,
+    request: Request)`` gets ``request=``; ``None`` when it is passed first or not taken.
+    """
     try:
         parameters = _signature(func).parameters.values()
     except (TypeError, ValueError):  # builtins and some C callables have no signature

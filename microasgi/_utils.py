@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 __all__ = [
     "ascii_int",
     "callable_name",
+    "check_arity",
     "escape_for_log",
     "is_async_callable",
     "lazy_attributes",

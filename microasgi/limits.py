@@ -9,10 +9,13 @@ from typing import Any
 from ._utils import ascii_int
 from .exceptions import HTTPException
 
-__all__ = ["Limits", "announces_more", "body_too_large", "limits_for"]
+__all__ = ["LIMITS_KEY", "Limits", "announces_more", "body_too_large", "limits_for"]
 
 KiB = 1024
 MiB = 1024 * KiB
+
+LIMITS_KEY = "microasgi.limits"
+"""Scope key of the limits in force for a request, set where a route or mount overrides them."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ LIMIT_NAMES = frozenset(_NAMES)
 
 def limits_for(scope: MutableMapping[str, Any]) -> Limits:
     """Return the limits in force for a request: the route's, else the app's, else defaults."""
-    limits = scope.get("microasgi.limits")
+    limits = scope.get(LIMITS_KEY)
     if limits is not None:
         return limits  # type: ignore[no-any-return]
     app = scope.get("app")

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 import microasgi
-from microasgi._endpoint import connection_keyword, plan_call
+from microasgi._endpoint import plan_handler
 from microasgi.app import App
 from microasgi.requests import Request
 from microasgi.routing.routes import Route
@@ -16,7 +16,7 @@ from microasgi.testing import TestClient
 ClientFactory = Callable[..., TestClient]
 
 
-def test_plan_call_conventions() -> None:
+def test_plan_handler_conventions() -> None:
     async def request_only(request: Any) -> None: ...
     async def request_and_id(request: Any, item_id: int) -> None: ...
     async def only_params(item_id: int) -> None: ...
@@ -26,16 +26,16 @@ def test_plan_call_conventions() -> None:
     async def keyword_only(request: Any, *, item_id: int) -> None: ...
 
     names = ("item_id", "other")
-    assert plan_call(request_only, names)[:2] == (True, ())
-    assert plan_call(request_and_id, names)[:2] == (True, ("item_id",))
-    assert plan_call(only_params, names)[:2] == (False, ("item_id",))
-    assert plan_call(nothing, names)[:2] == (False, ())
-    assert plan_call(var_kw, names)[:2] == (True, ("item_id", "other"))
-    assert plan_call(var_pos, names)[:2] == (True, ())
-    assert plan_call(keyword_only, names)[:2] == (True, ("item_id",))
-    assert plan_call(functools.partial(request_and_id), names)[:2] == (True, ("item_id",))
-    assert plan_call(len, names)[:2] == (True, ())
-    assert plan_call(dict, names)[:2] == (True, ())
+    assert plan_handler(request_only, names)[:2] == (True, ())
+    assert plan_handler(request_and_id, names)[:2] == (True, ("item_id",))
+    assert plan_handler(only_params, names)[:2] == (False, ("item_id",))
+    assert plan_handler(nothing, names)[:2] == (False, ())
+    assert plan_handler(var_kw, names)[:2] == (True, ("item_id", "other"))
+    assert plan_handler(var_pos, names)[:2] == (True, ())
+    assert plan_handler(keyword_only, names)[:2] == (True, ("item_id",))
+    assert plan_handler(functools.partial(request_and_id), names)[:2] == (True, ("item_id",))
+    assert plan_handler(len, names)[:2] == (True, ())
+    assert plan_handler(dict, names)[:2] == (True, ())
 
 
 @pytest.mark.anyio
@@ -48,7 +48,7 @@ async def test_an_unbuilt_route_says_so() -> None:
         await route.app({}, None, None)  # type: ignore[arg-type]
 
 
-def test_connection_keyword() -> None:
+def test_the_connection_by_keyword() -> None:
     async def first(request: Any, item_id: int) -> None: ...
     async def named(item_id: int, request: Any) -> None: ...
     async def annotated(item_id: int, req: Request) -> None: ...
@@ -60,16 +60,16 @@ def test_connection_keyword() -> None:
 
     evaluated.__annotations__["req"] = Request  # as without `from __future__ import annotations`
     names = ("item_id",)
-    assert connection_keyword(first, names) is None
-    assert connection_keyword(named, names) == "request"
-    assert connection_keyword(annotated, names) == "req"
-    assert connection_keyword(keyword_only, names) == "connection"
-    assert connection_keyword(dotted, names) == "req"
-    assert connection_keyword(evaluated, names) == "req"
-    assert connection_keyword(without, names) is None
-    assert connection_keyword(var_kw, names) == "request"
-    assert connection_keyword(len, names) is None
-    assert plan_call(named, names) == (False, ("item_id",), ())
+    assert plan_handler(first, names)[3] is None
+    assert plan_handler(named, names)[3] == "request"
+    assert plan_handler(annotated, names)[3] == "req"
+    assert plan_handler(keyword_only, names)[3] == "connection"
+    assert plan_handler(dotted, names)[3] == "req"
+    assert plan_handler(evaluated, names)[3] == "req"
+    assert plan_handler(without, names)[3] is None
+    assert plan_handler(var_kw, names)[3] == "request"
+    assert plan_handler(len, names)[3] is None
+    assert plan_handler(named, names)[:3] == (False, ("item_id",), ())
 
 
 def test_the_request_may_follow_the_path_parameters(client_factory: ClientFactory) -> None:
@@ -135,13 +135,13 @@ def test_annotations_are_resolved_one_by_one_and_fall_back_to_the_name() -> None
     async def handler(item_id: int, conn: Request, other: Undefined) -> None: ...  # noqa: F821
 
     # "Request" resolves; "Undefined" cannot, and does not stop the others.
-    assert connection_keyword(handler, ("item_id",)) == "conn"
-    assert plan_call(handler, ("item_id",))[2] == ("other",)
+    assert plan_handler(handler, ("item_id",))[3] == "conn"
+    assert plan_handler(handler, ("item_id",))[2] == ("other",)
 
     async def unresolved(item_id: int, conn: Request, other: Undefined) -> None: ...  # noqa: F821
 
     unresolved.__annotations__["conn"] = "typing_only.Request"
-    assert connection_keyword(unresolved, ("item_id",)) == "conn"
+    assert plan_handler(unresolved, ("item_id",))[3] == "conn"
 
 
 def test_annotations_of_wrapped_and_callable_handlers_are_resolved() -> None:
@@ -157,10 +157,10 @@ def test_annotations_of_wrapped_and_callable_handlers_are_resolved() -> None:
     async def wrapper(*args: Any, **kwargs: Any) -> None: ...
 
     names = ("item_id",)
-    assert connection_keyword(functools.partial(base, extra="e"), names) == "conn"
-    assert connection_keyword(Handler(), names) == "conn"
-    assert connection_keyword(Bound().handle, names) == "conn"
-    assert connection_keyword(wrapper, names) == "conn"
+    assert plan_handler(functools.partial(base, extra="e"), names)[3] == "conn"
+    assert plan_handler(Handler(), names)[3] == "conn"
+    assert plan_handler(Bound().handle, names)[3] == "conn"
+    assert plan_handler(wrapper, names)[3] == "conn"
 
 
 def test_a_positional_only_path_parameter_is_refused_at_registration() -> None:
@@ -221,13 +221,13 @@ def test_an_annotated_connection_is_recognised(client_factory: ClientFactory) ->
     qualified.__annotations__["req"] = "typing.Annotated[ Request ]"
     other.__annotations__["value"] = "NotAnnotated[Request, 'x']"
     names = ("item_id",)
-    assert connection_keyword(real, names) == "req"
-    assert connection_keyword(evaluated, names) == "req"
-    assert connection_keyword(unresolved, names) == "req"
-    assert connection_keyword(qualified, names) == "req"
-    assert connection_keyword(nested, names) is None
-    assert connection_keyword(other, names) is None
-    assert plan_call(real, names) == (False, ("item_id",), ())
+    assert plan_handler(real, names)[3] == "req"
+    assert plan_handler(evaluated, names)[3] == "req"
+    assert plan_handler(unresolved, names)[3] == "req"
+    assert plan_handler(qualified, names)[3] == "req"
+    assert plan_handler(nested, names)[3] is None
+    assert plan_handler(other, names)[3] is None
+    assert plan_handler(real, names)[:3] == (False, ("item_id",), ())
 
     app = App()
     app.get("/a/{item_id:int}")(real)

@@ -23,7 +23,7 @@ from microasgi.responses import (
     Response,
     StreamingResponse,
 )
-from microasgi.types import Message, Scope
+from microasgi.types import Message, Receive, Scope
 
 
 def http_scope(spec_version: str | None = None, **extra: Any) -> Scope:
@@ -50,6 +50,16 @@ async def call(
 
     await response(http_scope() if scope is None else scope, receive, send)
     return messages
+
+
+def disconnect_once(event: anyio.Event) -> Receive:
+    """A receive that reports the client gone once ``event`` is set."""
+
+    async def receive() -> Message:
+        await event.wait()
+        return {"type": "http.disconnect"}
+
+    return receive
 
 
 def body_of(messages: list[Message]) -> bytes:
@@ -543,17 +553,13 @@ async def test_streaming_background_runs_when_disconnect_arrives_after_the_last_
     done = anyio.Event()
     ran: list[str] = []
 
-    async def receive() -> Message:
-        await done.wait()
-        return {"type": "http.disconnect"}
-
     async def send(message: Message) -> None:
         if not message.get("more_body", True):
             done.set()
             await anyio.sleep(0)
 
     response = StreamingResponse(numbers(2), background=BackgroundTask(ran.append, "task"))
-    await response(http_scope("2.3"), receive, send)
+    await response(http_scope("2.3"), disconnect_once(done), send)
     assert ran == ["task"]
 
 
@@ -566,10 +572,6 @@ async def test_a_disconnect_answered_while_the_last_body_is_sent_does_not_cut_it
     ran: list[str] = []
     finished: list[Message] = []
 
-    async def receive() -> Message:
-        await done.wait()
-        return {"type": "http.disconnect"}
-
     async def send(message: Message) -> None:
         if not message.get("more_body", True):
             done.set()
@@ -579,7 +581,7 @@ async def test_a_disconnect_answered_while_the_last_body_is_sent_does_not_cut_it
 
     response = StreamingResponse(numbers(2), background=BackgroundTask(ran.append, "task"))
     with anyio.fail_after(5):
-        await response(http_scope("2.3"), receive, send)
+        await response(http_scope("2.3"), disconnect_once(done), send)
     assert finished[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
     assert ran == ["task"]
 
@@ -745,10 +747,6 @@ async def test_a_stream_that_never_waits_stops_when_the_client_goes() -> None:
     gone = anyio.Event()
     sent: list[Message] = []
 
-    async def receive() -> Message:
-        await gone.wait()
-        return {"type": "http.disconnect"}
-
     async def send(message: Message) -> None:
         sent.append(message)
         if len(sent) == 5:
@@ -758,6 +756,6 @@ async def test_a_stream_that_never_waits_stops_when_the_client_goes() -> None:
         for _ in range(20_000):
             yield b"x"
 
-    await StreamingResponse(tight())(http_scope("2.3"), receive, send)
+    await StreamingResponse(tight())(http_scope("2.3"), disconnect_once(gone), send)
     assert 5 <= len(sent) < 200
     assert sent[-1].get("more_body") is True

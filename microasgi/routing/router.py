@@ -490,10 +490,8 @@ class Router:
         # the router is served (included routers hand copies that already carry them).
         # The limits are applied over those in force where a request arrives, so a router
         # mounted in two places gets the limits of each.
-        layers = self.middleware
         for route in self._routes:
-            if isinstance(route, (Route, WebSocketRoute, Mount, Host)):
-                route.build(layers, self.limits)
+            route.build(self.middleware, self.limits)
         for head in self._heads:
             head.build()
         self._frozen = True
@@ -504,8 +502,6 @@ class Router:
             return  # NOTE: a router mounted inside itself
         preparing.add(id(self))
         for route in self._routes:
-            if not isinstance(route, (Route, WebSocketRoute, Mount, Host)):
-                continue
             inner = route.prepare_limits(base)
             if isinstance(route, (Mount, Host)) and isinstance(route.app, Router):
                 if not route.app._frozen:

@@ -10,7 +10,7 @@ from microasgi._endpoint import build_endpoint, check_handler
 from microasgi._utils import callable_name
 from microasgi.datastructures import _is_valid_host
 from microasgi.exceptions import RouteTemplateError
-from microasgi.limits import Limits, limits_for
+from microasgi.limits import LIMITS_KEY, Limits, limits_for
 from microasgi.middleware import Middleware, build_stack, checked_middleware
 from microasgi.types import ASGIApp, Receive, Scope, Send
 from microasgi.websockets import build_websocket_endpoint
@@ -21,10 +21,6 @@ from .tree import Template, parse_template
 __all__ = ["BaseRoute", "Host", "Mount", "Route", "URLPath", "WebSocketRoute"]
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-
-
-LIMITS_KEY = "microasgi.limits"
-"""The scope key of the limits in force (see ``microasgi.limits.limits_for``)."""
 
 
 async def _not_built(scope: Scope, receive: Receive, send: Send) -> None:
@@ -141,11 +137,26 @@ class BaseRoute:
     param_names: tuple[str, ...]
     app: ASGIApp
     owner: Any = None  # Any: the Router, which imports this module
+    _override: LimitsOverride | None = None
     _path_type: ClassVar[type[URLPath]] = URLPath
 
     def copy(self) -> BaseRoute:
         """Return an unregistered copy of this record."""
         raise NotImplementedError
+
+    def build(self, outer: Sequence[Middleware] = (), outer_limits: Limits | None = None) -> None:
+        """Prepare the record's ASGI app inside ``outer``, the serving router's middleware.
+
+        ``outer_limits`` are that router's limits, which the record's own override.
+        """
+        raise NotImplementedError
+
+    def prepare_limits(self, base: Limits) -> Limits:
+        """Return the limits the record serves with where ``base`` are those in force.
+
+        Computed at startup for every place the record is served, so requests look them up.
+        """
+        return base if self._override is None else self._override.prepare(base)
 
     def url_path(self, name: str, params: Mapping[str, Any]) -> str | None:
         """Return the percent-encoded path for ``name`` and ``params``, or None."""
@@ -179,7 +190,6 @@ class _Endpoint(BaseRoute):
         self.middleware = checked_middleware(middleware)
         self.limits = limits
         self.app = _not_built
-        self._override: LimitsOverride | None = None
 
     def _build_endpoint(self) -> ASGIApp:
         raise NotImplementedError
@@ -191,14 +201,7 @@ class _Endpoint(BaseRoute):
         and ``outer_limits`` that router's limits, which the route's own override.
         """
         app = build_stack(self._build_endpoint(), [*outer, *self.middleware])
-        override = merge_overrides(outer_limits, self.limits)
-        # PERF: a route that overrides no limit reads those of the place it is served in.
-        self._override = None if override is None else LimitsOverride(override)
-        self.app = app if self._override is None else self._override.wrap(app)
-
-    def prepare_limits(self, base: Limits) -> Limits:
-        """Return the route's limits where ``base`` are those in force, ready for requests."""
-        return base if self._override is None else self._override.prepare(base)
+        self.app, self._override = _limited(app, merge_overrides(outer_limits, self.limits))
 
     def _prefixed_options(
         self, middleware: Sequence[Middleware], limits: Limits | None
@@ -302,11 +305,10 @@ class _Served(BaseRoute):
         self.app = app
         self.middleware = checked_middleware(middleware)
         self.limits = limits
-        self._override: LimitsOverride | None = None
         # SECURITY: with middleware or limits, nothing is served until the router prepares it.
         self.handler = _not_built if self.middleware or limits is not None else app
 
-    def build(self, outer: Sequence[Middleware], outer_limits: Limits | None = None) -> None:
+    def build(self, outer: Sequence[Middleware] = (), outer_limits: Limits | None = None) -> None:
         """Wrap the app in ``outer`` (the serving router's middleware) and our own.
 
         ``outer_limits`` are the serving router's; with our own, they are set in the scope
@@ -315,10 +317,6 @@ class _Served(BaseRoute):
         self.handler, self._override = _build_target(
             self.app, [*outer, *self.middleware], merge_overrides(outer_limits, self.limits)
         )
-
-    def prepare_limits(self, base: Limits) -> Limits:
-        """Return the limits the app served sees where ``base`` are those in force."""
-        return base if self._override is None else self._override.prepare(base)
 
 
 class Mount(_Served):
@@ -483,11 +481,16 @@ def _build_target(
     if _has_own_limits(app):
         # NOTE: an App applies its own limits, as it applies its own exception handlers.
         app = _own_limits(app)
-    handler = build_stack(app, middleware)
+    return _limited(build_stack(app, middleware), override)
+
+
+def _limited(app: ASGIApp, override: Limits | None) -> tuple[ASGIApp, LimitsOverride | None]:
+    """``app`` with ``override`` set over the limits in force, when there is one."""
+    # PERF: a record that overrides no limit reads those of the place it is served in.
     if override is None:
-        return handler, None
+        return app, None
     limits = LimitsOverride(override)
-    return limits.wrap(handler), limits
+    return limits.wrap(app), limits
 
 
 def _has_own_limits(app: ASGIApp) -> bool:
