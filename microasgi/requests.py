@@ -179,12 +179,16 @@ class HTTPConnection(Mapping[str, Any]):
 
         The name is looked up in ``request.app``, then in the apps it is mounted in, from
         the inside out. The scheme is ``http(s)`` for an HTTP route and ``ws(s)`` for a
-        WebSocket route, whichever kind of connection asks.
+        WebSocket route, whichever kind of connection asks. A route behind a host route
+        (``app.host(..., name=...)``) leads to its host when every host parameter is given.
         """
         path, root_path = _url_path_for(_app_roots(self.scope), name, path_params)
         url = self.url
         scheme = _SCHEMES.get(getattr(path, "protocol", ""), {}).get(url.is_secure, url.scheme)
-        return url.replace(scheme=scheme, path=_quote_root(root_path) + path, query="", fragment="")
+        url = url.replace(scheme=scheme, path=_quote_root(root_path) + path, query="", fragment="")
+        host = getattr(path, "host", None)
+        # NOTE: the port stays: the hosts an app serves share its server.
+        return url if host is None else url.replace(hostname=host)
 
 
 class Request(HTTPConnection):

@@ -97,11 +97,13 @@ class URLPath(str):
 
     ``protocol`` is ``"http"`` for an HTTP route, ``"websocket"`` for a WebSocket route and
     ``""`` for a path into a mounted app (as in Starlette); ``request.url_for`` picks the
-    scheme from it.
+    scheme from it. ``host`` is the host of a route served by a host route (``app.host``),
+    with its parameters filled in, else None; ``request.url_for`` then leads to that host.
     """
 
     __slots__ = ()
     protocol: ClassVar[str] = ""
+    host: str | None = None
 
 
 # PERF: the protocol is a class attribute, so building a path allocates only the str.
@@ -115,8 +117,19 @@ class _WebSocketPath(URLPath):
     protocol = "websocket"
 
 
-def _url_path(path: str, protocol: str) -> URLPath:
+class _HostedPath(URLPath):
+    """A path on another host: the rare case pays for an instance dict."""
+
+    def __new__(cls, path: str, protocol: str, host: str) -> _HostedPath:
+        hosted = super().__new__(cls, path)
+        hosted.__dict__.update(protocol=protocol, host=host)
+        return hosted
+
+
+def _url_path(path: str, protocol: str, host: str | None = None) -> URLPath:
     """``path`` as a URLPath for ``protocol`` (a path into another app keeps its protocol)."""
+    if host is not None:
+        return _HostedPath(path, protocol, host)
     if protocol == "http":
         return _HTTPPath(path)
     if protocol == "websocket":
@@ -388,7 +401,9 @@ class Mount(_Served):
         except LookupError:
             return None
         path = self.template.format(mine).rstrip("/") + str(child_path)
-        return _url_path(path, getattr(child_path, "protocol", ""))
+        return _url_path(
+            path, getattr(child_path, "protocol", ""), getattr(child_path, "host", None)
+        )
 
     def __repr__(self) -> str:
         return f"Mount(path={self.path or '/'!r}, name={self.name!r}, app={self.app!r})"
@@ -453,17 +468,48 @@ class Host(_Served):
         return params
 
     def url_path(self, name: str, params: Mapping[str, Any]) -> str | None:
-        """Resolve ``host_name:route_name`` into the host's router (a path, without host)."""
+        """Resolve ``host_name:route_name`` into the host's router.
+
+        With every host parameter given (or none in the template) the path carries the
+        host (``.host``); with none of them given it does not, and ``request.url_for`` keeps
+        the request's host. Some but not all of them match nothing.
+        """
         own, _, child = name.partition(":")
         url_path_for = getattr(self.app, "url_path_for", None)
         if self.name is None or own != self.name or not child or url_path_for is None:
+            return None
+        mine = {k: v for k, v in params.items() if k in self.param_names}
+        if mine and len(mine) != len(self.param_names):
             return None
         rest = {k: v for k, v in params.items() if k not in self.param_names}
         try:
             child_path = url_path_for(child, **rest)
         except LookupError:
             return None
-        return _url_path(str(child_path), getattr(child_path, "protocol", ""))
+        host = self._format(mine) if len(mine) == len(self.param_names) else None
+        return _url_path(str(child_path), getattr(child_path, "protocol", ""), host)
+
+    def _format(self, params: Mapping[str, Any]) -> str:
+        """The host for ``params``; ``ValueError`` for a value that is no host label."""
+        labels: list[str] = []
+        for text, converter in self._labels:
+            if converter is None:
+                labels.append(text)
+                continue
+            value = params[text]
+            problem = f"Parameter {text!r} of host template {self.host!r} cannot be {value!r}"
+            try:
+                label = converter.to_string(value).lower()
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{problem}: {exc}") from exc
+            # NOTE: stricter than what a request may carry: a URL we write must be one a
+            # browser sends back unchanged, and that routes back here.
+            if not _HOST_LABEL.fullmatch(label):
+                raise ValueError(
+                    f"{problem}: a host label is letters, digits, '-' and '_' (punycode for others)"
+                )
+            labels.append(label)
+        return ".".join(labels)
 
     @property
     def routes(self) -> list[BaseRoute]:
@@ -524,6 +570,10 @@ def _check_methods(path: str, methods: Iterable[str] | None) -> frozenset[str]:
     if invalid:
         raise ValueError(f"Invalid HTTP methods for {path!r}: {invalid}")
     return upper
+
+
+_HOST_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?", re.ASCII)
+"""A host label as url_path_for writes one (RFC 1123, and '_' as DNS allows in practice)."""
 
 
 def hostname_of(netloc: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -386,6 +387,65 @@ def test_url_for_under_a_host_route(client_factory: ClientFactory) -> None:
     with client_factory(nested_app()) as client:
         data = client.get("/t", params=NAMES, headers={"host": "acme.example.com"}).json()
     assert data == expected
+
+
+def test_url_for_leads_to_the_host_of_a_host_route(client_factory: ClientFactory) -> None:
+    app = nested_app()
+    app.host("static.example.com", Router(routes=[Route("/s", show, name="s")]), name="plain")
+    query = {"tenant:t": '{"h": "Globex"}', "plain:s": ""}
+    with client_factory(app) as client:
+        data = client.get("/", params=query, headers={"host": "example.org:8080"}).json()
+        inside = client.get("/t", params={"tenant:t": ""}, headers={"host": "acme.example.com"})
+    # NOTE: a host parameter value is lower-cased: hosts are case-insensitive.
+    assert data["tenant:t"] == "http://globex.example.com:8080/t"
+    assert data["plain:s"] == "http://static.example.com:8080/s"
+    # NOTE: without its host parameters the path keeps the request's host.
+    assert inside.json()["tenant:t"] == "http://acme.example.com/t"
+
+
+def test_url_path_for_a_host_route_carries_the_host() -> None:
+    tenant = Router()
+    tenant.get("/t", name="t")(nothing)
+    tenant.websocket("/ws", name="ws")(nothing)
+    inner = Router()
+    inner.host("{team}.{region:int}.example.com", tenant, name="team")
+    app = App()
+    app.mount("/m", inner, name="m")
+    built = app.url_path_for("m:team:t", team="red", region=7)
+    assert (built, built.protocol, built.host) == ("/m/t", "http", "red.7.example.com")
+    ws = app.url_path_for("m:team:ws", team="red", region=7)
+    assert (ws, ws.protocol, ws.host) == ("/m/ws", "websocket", "red.7.example.com")
+    assert app.url_path_for("m:team:t").host is None
+    assert app.url_path_for("m:team:t", team="db_1", region=0).host == "db_1.0.example.com"
+    assert URLPath("/x").host is None
+
+
+def test_url_path_for_refuses_some_host_params() -> None:
+    tenant = Router()
+    tenant.get("/t", name="t")(nothing)
+    app = App()
+    app.host("{team}.{region:int}.example.com", tenant, name="team")
+    with pytest.raises(NoMatchFound):
+        app.url_path_for("team:t", team="red")
+
+
+@pytest.mark.parametrize("value", ["a.b", "a b", "", "-a", "a" * 64, "café", "a:1", "a/b"])
+def test_url_path_for_refuses_a_value_that_is_no_host_label(value: str) -> None:
+    tenant = Router()
+    tenant.get("/t", name="t")(nothing)
+    app = App()
+    app.host("{team}.example.com", tenant, name="team")
+    with pytest.raises(ValueError, match=re.escape("host template '{team}.example.com' cannot")):
+        app.url_path_for("team:t", team=value)
+
+
+def test_url_path_for_refuses_a_value_the_host_converter_cannot_write() -> None:
+    tenant = Router()
+    tenant.get("/t", name="t")(nothing)
+    app = App()
+    app.host("{n:int}.example.com", tenant, name="n")
+    with pytest.raises(ValueError, match="cannot be -1"):
+        app.url_path_for("n:t", n=-1)
 
 
 def test_url_for_with_an_encoded_root_path(client_factory: ClientFactory) -> None:
