@@ -158,12 +158,14 @@ class Subscription:
         del self._seen[event.channel]
         return True
 
-    def _put(self, event: Event) -> None:
+    def _put(self, event: Event) -> bool:
+        """Buffer ``event``; return whether it filled the buffer."""
         # PERF: runs once per subscriber per event, inside publish; it never waits.
         if self._too_slow:
-            return
+            return False
         queue = self._queue
-        if len(queue) == queue.maxlen:
+        full = len(queue) == queue.maxlen
+        if full:
             if self._disconnect_on_overflow:
                 self._too_slow = True
                 queue.clear()  # SECURITY: memory stays bounded, whoever stops reading
@@ -173,6 +175,9 @@ class Subscription:
             queue.append(event)
         if self._wakeup is not None:
             self._wakeup.set()
+        # NOTE: only the event that fills the buffer asks the backend to let the reader run:
+        # a reader that keeps up then empties it, and one that is stuck costs nothing more.
+        return not full and len(queue) == queue.maxlen
 
     def _close(self) -> None:
         self._state = _State.CLOSED
@@ -214,6 +219,7 @@ class Broadcast:
         self._backend = _make_backend(url, self._deliver, history)
         self._subscribers: dict[str, set[Subscription]] = {}
         self._connected = False
+        self._connecting = False
 
     def __repr__(self) -> str:
         return f"Broadcast({self.url!r})"
@@ -222,9 +228,15 @@ class Broadcast:
 
     async def connect(self) -> None:
         """Connect to the backend; ``BroadcastUnavailable`` if it cannot be reached."""
-        if self._connected:
+        if self._connected or self._connecting:
             raise RuntimeError(f"{self!r} is already connected")
-        await self._backend.connect()
+        # NOTE: a second connect() while the first waits on Redis would open a second
+        # reader and pool, and disconnect() would close only one of them.
+        self._connecting = True
+        try:
+            await self._backend.connect()
+        finally:
+            self._connecting = False
         self._connected = True
 
     async def disconnect(self) -> None:
@@ -275,6 +287,8 @@ class Broadcast:
                 f"publish() sends str or bytes, got {type(message).__name__}; "
                 "use publish_json() for other objects"
             )
+        if isinstance(message, str) and not message.isascii():  # PERF: isascii() is O(1)
+            _check_message(message)
         return await self._backend.publish(channel, message)
 
     async def publish_json(self, channel: str, obj: Any) -> str | None:
@@ -339,6 +353,7 @@ class Broadcast:
             return  # closed by disconnect(), which let go of the backend
         self._forget(subscription)
         subscription._queue.clear()
+        subscription._replay.clear()  # iteration ends when the `async with` is left
         await self._backend.unsubscribe(subscription.channels)
 
     def _forget(self, subscription: Subscription) -> None:
@@ -350,11 +365,13 @@ class Broadcast:
                     del self._subscribers[channel]
         subscription._close()
 
-    def _deliver(self, event: Event) -> None:
+    def _deliver(self, event: Event) -> bool:
+        filled = False
         group = self._subscribers.get(event.channel)
         if group:
             for subscription in group:
-                subscription._put(event)
+                filled = subscription._put(event) or filled
+        return filled
 
     def _check_connected(self, what: str) -> None:
         if not self._connected:
@@ -385,6 +402,18 @@ def _check_channel(channel: str) -> None:
             raise ValueError(
                 f"a channel name must be encodable as UTF-8, got {channel!r}"
             ) from None
+
+
+def _check_message(message: str) -> None:
+    # NOTE: Redis carries text as UTF-8, which has no lone surrogates; the memory backend
+    # would pass one on, for the subscriber's send to fail. Refused on every backend.
+    try:
+        message.encode()
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"publish() sends a str as UTF-8, and this one has a lone surrogate "
+            f"{message[exc.start]!r} at index {exc.start}; publish bytes to send other data"
+        ) from None
 
 
 def _make_backend(url: str, deliver: Deliver, history: int) -> Backend:

@@ -59,8 +59,12 @@ class SubscriberTooSlow(BroadcastError):
         )
 
 
-Deliver = Callable[[Event], None]
-"""Hands an event received by a backend to the local subscribers; never blocks."""
+Deliver = Callable[[Event], bool]
+"""Hands an event received by a backend to the local subscribers; never blocks.
+
+Returns whether the event filled a subscriber's buffer: before it delivers more, the backend
+then lets the subscribers run (an anyio checkpoint), so that one that keeps up loses nothing.
+"""
 
 
 def id_key(event_id: str) -> tuple[int, ...]:

@@ -6,7 +6,9 @@ Design:
 
 - Live delivery always goes through pub/sub: one dedicated connection per ``Broadcast``,
   read by one reader task, subscribed to every channel that has a local subscriber. A
-  local subscription is active once Redis has confirmed its ``SUBSCRIBE``.
+  local subscription is active once Redis has confirmed its ``SUBSCRIBE``. When an event
+  fills a subscriber's buffer, the reader yields before it reads on, so that a burst does
+  not overflow the buffer of a subscriber that keeps up.
 - Publishing uses a small pool of ordinary connections. Without history it is one
   ``PUBLISH``. With history, a Lua script runs ``XADD <channel> MAXLEN ~ <history> * ...``
   and then ``PUBLISH`` with the new stream id inside the payload. The script runs
@@ -389,18 +391,24 @@ class RedisBackend(Backend):
                 # a server that accepts and then fails every time is not retried in a loop.
                 self._backoff = _RECONNECT_MIN
                 awaiting_pong = False
-                self._dispatch(reply)
+                if self._dispatch(reply):
+                    # NOTE: a read from the socket buffer does not yield, so a burst would be
+                    # fanned out whole before any subscriber runs, and overflow the buffer of
+                    # one that keeps up. PERF: only a buffer just filled costs this yield.
+                    await anyio.lowlevel.checkpoint()
             elif awaiting_pong:
                 raise RedisTimeoutError(f"no answer to PING within {_PING_INTERVAL:g} s")
             else:
                 awaiting_pong = True
                 await self._send("PING")
 
-    def _dispatch(self, reply: Any) -> None:
+    def _dispatch(self, reply: Any) -> bool:
+        """Act on one reply; return whether it filled a subscriber's buffer."""
         if not isinstance(reply, list) or len(reply) != 3:
-            return  # PONG
+            return False  # PONG
         kind, channel, payload = reply
         if kind == b"message":
-            self.deliver(_decode(channel.decode(), payload))
-        elif kind == b"subscribe":
+            return self.deliver(_decode(channel.decode(), payload))
+        if kind == b"subscribe":
             self._confirm(channel.decode())
+        return False

@@ -146,6 +146,16 @@ async def test_a_channel_name_is_a_utf8_str(
         assert broadcast._subscribers == {}
 
 
+async def test_a_str_message_is_utf8_text(url: str) -> None:
+    # Redis carries a str as UTF-8: one with a lone surrogate is refused on every backend.
+    async with Broadcast(url, history=5) as broadcast, broadcast.subscribe("c") as sub:
+        with pytest.raises(ValueError, match=r"lone surrogate '\\udcff' at index 2"):
+            await broadcast.publish("c", "ok\udcff")
+        await broadcast.publish("c", "ünï😀")
+        assert [e.message for e in await take(sub, 1)] == ["ünï😀"]
+        assert [e.message for e in await broadcast.history("c")] == ["ünï😀"]
+
+
 async def test_every_subscriber_receives_every_event(url: str) -> None:
     async with (
         Broadcast(url) as broadcast,
@@ -314,6 +324,15 @@ async def test_resume_replays_what_was_missed_then_continues_live(url: str) -> N
     assert [e.message for e in events] == ["m2", "m3", "m4", "live"]
     assert [e.id for e in events[:3]] == ids[2:]
     assert events[3].id is not None
+
+
+async def test_leaving_a_resumed_subscription_drops_its_unread_replay(url: str) -> None:
+    async with Broadcast(url, history=10) as broadcast:
+        await broadcast.publish("c", "missed")
+        async with broadcast.subscribe("c", last_id="0") as sub:
+            await broadcast.publish("c", "live")
+        # Iteration ends once the `async with` is left, replay or not.
+        assert [e async for e in sub] == []
 
 
 async def test_resume_while_publishing_has_no_gap_and_no_duplicate(url: str) -> None:

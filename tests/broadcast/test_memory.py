@@ -124,3 +124,41 @@ async def test_too_slow_after_replay_still_gives_the_replay_first() -> None:
             assert (await sub.__anext__()).message == "old"
             with pytest.raises(SubscriberTooSlow):
                 await sub.__anext__()
+
+
+async def test_a_reader_that_keeps_up_misses_nothing_of_a_burst() -> None:
+    # Publish is a checkpoint: the reader runs between publishes, so a burst larger than
+    # its buffer reaches it whole, as it does over Redis.
+    async with Broadcast(buffer_size=10) as broadcast, broadcast.subscribe("c") as sub:
+        received: list[str | bytes] = []
+
+        async def read() -> None:
+            async for event in sub:
+                received.append(event.message)
+                if len(received) == 1000:
+                    return
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read)
+                await anyio.sleep(0.01)
+                for number in range(1000):
+                    await broadcast.publish("c", str(number))
+        assert received == [str(number) for number in range(1000)]
+        assert sub.dropped == 0
+
+
+async def test_a_cancelled_publish_delivers_nothing() -> None:
+    async with Broadcast(history=5) as broadcast, broadcast.subscribe("c") as sub:
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await broadcast.publish("c", "cancelled")
+            pytest.fail("publish is not a checkpoint")
+        # A publishing loop stops at a timeout.
+        with anyio.move_on_after(0.05) as scope:
+            while True:
+                await broadcast.publish("loop", "x")
+        assert scope.cancelled_caught
+        await broadcast.publish("c", "sent")
+        assert (await sub.__anext__()).message == "sent"
+        assert [e.message for e in await broadcast.history("c")] == ["sent"]

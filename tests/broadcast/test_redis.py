@@ -12,7 +12,7 @@ import anyio
 import pytest
 from redis.asyncio import Redis
 
-from microasgi.broadcast import Broadcast, BroadcastUnavailable, Subscription
+from microasgi.broadcast import Broadcast, BroadcastUnavailable, Event, Subscription
 from microasgi.broadcast import _redis as redis_backend
 from tests.broadcast.test_broadcast import take
 from tests.support import RedisServer
@@ -66,6 +66,35 @@ async def test_a_stranger_s_payload_arrives_as_bytes(redis_server: RedisServer, 
         events = await take(sub, 3)
     assert [e.message for e in events] == [b"plain", b"\x01no space", b"\x01 \xff not utf-8"]
     assert {e.id for e in events} == {None}
+
+
+async def test_a_reader_that_keeps_up_misses_nothing_of_a_burst(
+    redis_server: RedisServer, raw: Redis
+) -> None:
+    # A burst reaches the pub/sub socket faster than one event per read: the reader lets
+    # the subscribers run whenever a buffer fills, so one that keeps up is never too slow.
+    total = 2000
+    async with (
+        Broadcast(redis_server.url, buffer_size=10, overflow="disconnect") as broadcast,
+        broadcast.subscribe("c") as sub,
+        broadcast.subscribe("c") as other,
+    ):
+        received: list[list[Event]] = []
+
+        async def read(subscription: Subscription) -> None:
+            received.append(await take(subscription, total))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read, sub)
+            tg.start_soon(read, other)
+            await anyio.sleep(0.05)  # both wait for their first event
+            async with raw.pipeline(transaction=False) as pipe:
+                for number in range(total):
+                    pipe.publish("c", b"\x01 %d" % number)
+                await pipe.execute()
+    for events in received:
+        assert [e.message for e in events] == [str(number) for number in range(total)]
+    assert len(received) == 2
 
 
 async def test_history_lives_in_a_redis_stream(redis_server: RedisServer, raw: Redis) -> None:
@@ -452,6 +481,36 @@ async def test_disconnect_ends_the_reader_whatever_it_is_doing(
         finally:
             await disconnect_within(broadcast, 2)
         assert not [t for t in asyncio.all_tasks() if t.get_name() == "microasgi.broadcast"]
+
+
+async def test_connect_while_connecting_is_refused_and_leaves_one_reader(
+    redis_server: RedisServer, raw: Redis
+) -> None:
+    broadcast = Broadcast(redis_server.url)
+    outcomes: list[str] = []
+
+    async def connect() -> None:
+        try:
+            await broadcast.connect()
+        except RuntimeError as exc:
+            outcomes.append(str(exc))
+        else:
+            outcomes.append("connected")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(connect)
+        tg.start_soon(connect)  # while the first waits for Redis to answer its PING
+    assert sorted(outcomes) == [f"{broadcast!r} is already connected", "connected"]
+    readers = [t for t in asyncio.all_tasks() if t.get_name() == "microasgi.broadcast"]
+    assert len(readers) == 1
+    await broadcast.disconnect()
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "microasgi.broadcast"]
+    with anyio.fail_after(5):
+        while len(await raw.client_list()) > 1:  # this test's own client
+            await anyio.sleep(0.02)
+    # The refused connect left nothing behind: the broadcast connects again.
+    async with broadcast:
+        await broadcast.publish("c", "fine")
 
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])
