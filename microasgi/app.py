@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypedDict, TypeVar
 
 from ._errors import ExceptionHandler, ExceptionHandlers, handle_server_error
 from ._utils import check_arity
-from .concurrency import watch_event_loop
+from .concurrency import while_serving
 from .datastructures import State
 from .exceptions import SetupError
 from .lifespan import (
@@ -156,11 +156,14 @@ class App:
             child_lifespan(app, state if isinstance(state, dict) else {}, running)
             for app in _mounted_apps(self.router.routes, running)
         ]
-        watchdog = [_watchdog] if self.debug else []
-        factory = combine(
-            [*watchdog, *self._lifespans, *children], self._on_startup, self._on_shutdown
-        )
-        await serve_lifespan(self, factory, scope, receive, send, self._set_lifespan_state)
+        factory = combine([*self._lifespans, *children], self._on_startup, self._on_shutdown)
+
+        def lifespan(app: App) -> AbstractAsyncContextManager[Any]:
+            # NOTE: debug=True watches the loop only while requests are served: a blocking
+            # startup or shutdown hook (loading a model) stalls no connection.
+            return while_serving(factory(app), watch=self.debug)
+
+        await serve_lifespan(self, lifespan, scope, receive, send, self._set_lifespan_state)
 
     def _set_lifespan_state(self, state: dict[str, Any]) -> None:
         self.lifespan_state = dict(state)
@@ -368,10 +371,6 @@ def _check_exception_handler(key: Any, handler: Any) -> None:
         raise TypeError(f"The exception handler for {key!r} must be callable, not {handler!r}")
     why = "Exception handlers are called with the request (or WebSocket) and the exception"
     check_arity(handler, 2, why)
-
-
-def _watchdog(app: App) -> AbstractAsyncContextManager[None]:
-    return watch_event_loop()
 
 
 def _mounted_apps(routes: Iterable[BaseRoute], seen: set[int]) -> list[ASGIApp]:

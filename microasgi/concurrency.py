@@ -10,7 +10,7 @@ import threading
 import time
 import traceback
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import Any, Literal, ParamSpec, TypeVar
 
 import anyio
@@ -73,29 +73,83 @@ async def watch_event_loop(threshold: float = 0.1, interval: float = 0.02) -> As
     A task in the loop records a heartbeat every ``interval`` seconds; a watchdog thread
     notices when the heartbeat is older than ``threshold`` and logs, once per stall, how
     long the loop has been blocked and the loop thread's current stack, which points at
-    the blocking call. Used by ``App(debug=True)`` for the life of the app.
+    the blocking call. ``App(debug=True)`` watches its loop this way between the end of
+    its startup and the start of its shutdown (see `while_serving`).
     """
     thread = threading.get_ident()
-    if thread in _watched_threads:
+    if thread in _watched_loops:
         # NOTE: an app with debug=True mounted in another: one watchdog per event loop, or
         # every stall would be reported once per app.
         yield
         return
-    _watched_threads.add(thread)
+    state: dict[str, Any] = {"beat": time.monotonic(), "thread": thread}
+    _watched_loops[thread] = state
     try:
-        async with _watch_loop(thread, threshold, interval):
+        async with _watch_loop(state, threshold, interval):
             yield
     finally:
-        _watched_threads.discard(thread)
+        del _watched_loops[thread]
 
 
-_watched_threads: set[int] = set()
-"""The threads whose event loop a watchdog watches."""
+_watched_loops: dict[int, dict[str, Any]] = {}
+"""The threads whose event loop a watchdog watches, and the state shared with it."""
+
+_not_serving_depth: dict[int, int] = {}
+"""How many `_not_serving` blocks each event loop thread is in."""
 
 
 @asynccontextmanager
-async def _watch_loop(thread: int, threshold: float, interval: float) -> AsyncIterator[None]:
-    state: dict[str, Any] = {"beat": time.monotonic(), "thread": thread}
+async def while_serving(
+    context: AbstractAsyncContextManager[T], *, watch: bool
+) -> AsyncIterator[T]:
+    """Enter ``context`` (an app's lifespan), watching the loop while it is entered.
+
+    The loop is watched (`watch_event_loop`) when ``watch`` is true. Stalls during the
+    startup and shutdown are not reported, not even by the watchdog of another app on the
+    same loop (a mounted ``debug=True`` app): no request is served then, since servers
+    accept connections only once the startup is complete.
+    """
+    with _not_serving():
+        value = await context.__aenter__()
+    try:
+        if watch:
+            async with watch_event_loop():
+                yield value
+        else:
+            yield value
+    except BaseException:
+        with _not_serving():
+            if not await context.__aexit__(*sys.exc_info()):
+                raise
+    else:
+        with _not_serving():
+            await context.__aexit__(None, None, None)
+
+
+@contextmanager
+def _not_serving() -> Iterator[None]:
+    """Keep the watchdog of this thread's event loop quiet: it serves no request."""
+    thread = threading.get_ident()
+    _not_serving_depth[thread] = _not_serving_depth.get(thread, 0) + 1
+    try:
+        yield
+    finally:
+        state = _watched_loops.get(thread)
+        if state is not None:
+            # NOTE: a fresh beat before the mark is lifted (the watchdog reads the mark
+            # first), so a stall that began inside is never reported once it is lifted.
+            state["beat"] = time.monotonic()
+        remaining = _not_serving_depth[thread] - 1
+        if remaining:
+            _not_serving_depth[thread] = remaining
+        else:
+            del _not_serving_depth[thread]
+
+
+@asynccontextmanager
+async def _watch_loop(
+    state: dict[str, Any], threshold: float, interval: float
+) -> AsyncIterator[None]:
     stopped = threading.Event()
 
     async def heartbeat() -> None:
@@ -109,28 +163,38 @@ async def _watch_loop(thread: int, threshold: float, interval: float) -> AsyncIt
         daemon=True,
         name="microasgi-loop-watchdog",
     )
+    error: Exception | None = None
     async with anyio.create_task_group() as tg:
         tg.start_soon(heartbeat)
         watchdog.start()
         try:
             yield
+        except Exception as exc:
+            # NOTE: re-raised outside the task group, so the app's lifespan around this
+            # gets the error itself, not an ExceptionGroup.
+            error = exc
         finally:
             stopped.set()
             tg.cancel_scope.cancel()
     await anyio.to_thread.run_sync(watchdog.join)
+    if error is not None:
+        raise error
 
 
 def _watch(
     state: dict[str, Any], stopped: threading.Event, threshold: float, interval: float
 ) -> None:
     reported_beat = None
+    thread = state["thread"]
     while not stopped.wait(interval):
+        if thread in _not_serving_depth:
+            continue
         beat = state["beat"]
         lag = time.monotonic() - beat
         if lag < threshold or beat == reported_beat:
             continue
         reported_beat = beat
-        frame = sys._current_frames().get(state["thread"])
+        frame = sys._current_frames().get(thread)
         stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
         logger.warning(
             "The event loop has been blocked for %.0f ms (debug=True). A blocking call in "

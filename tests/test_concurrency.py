@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import threading
@@ -200,3 +201,94 @@ def test_nested_debug_apps_report_a_stall_once_and_stop_their_watchdog(
     assert len(warnings) == 1, warnings
     watchdogs = [t for t in threading.enumerate() if t.name == "microasgi-loop-watchdog"]
     assert watchdogs == []
+
+
+def test_blocking_startup_and_shutdown_are_not_reported(
+    client_factory: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    # No request is served while an app starts or stops (servers accept connections once
+    # the startup is complete), so a blocking hook there is no stall worth a warning.
+    import time as _time
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+
+    from microasgi import App
+
+    @asynccontextmanager
+    async def lifespan(app: App) -> AsyncIterator[None]:
+        _time.sleep(0.3)
+        yield
+        _time.sleep(0.3)
+
+    app = App(debug=True, lifespan=lifespan)
+    app.on_startup(lambda: _time.sleep(0.3))
+    app.on_shutdown(lambda: _time.sleep(0.3))
+
+    @app.get("/blocking")
+    async def blocking_handler(request: Any) -> str:
+        _time.sleep(0.4)
+        return "done"
+
+    with caplog.at_level(logging.WARNING, logger="microasgi"):
+        with client_factory(app) as client:
+            assert client.get("/blocking").text == "done"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "blocking_handler" in warnings[0]
+
+
+def test_a_mounted_debug_app_is_quiet_during_the_startup_of_its_parent(
+    client_factory: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    # The mounted app's lifespan runs inside the parent's startup, before the parent's
+    # startup hooks: its watchdog must not report them.
+    import time as _time
+
+    from microasgi import App
+
+    inner = App(debug=True)
+    app = App()
+    app.mount("/inner", inner)
+    app.on_startup(lambda: _time.sleep(0.3))
+    app.on_shutdown(lambda: _time.sleep(0.3))
+
+    @inner.get("/blocking")
+    async def blocking_handler(request: Any) -> str:
+        _time.sleep(0.4)
+        return "done"
+
+    with caplog.at_level(logging.WARNING, logger="microasgi"):
+        with client_factory(app) as client:
+            assert client.get("/inner/blocking").text == "done"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "blocking_handler" in warnings[0]
+
+
+@pytest.mark.parametrize("suppress", [False, True])
+async def test_while_serving_hands_an_error_to_the_lifespan(suppress: bool) -> None:
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+
+    from microasgi.concurrency import while_serving
+
+    seen: list[BaseException] = []
+
+    @asynccontextmanager
+    async def lifespan() -> AsyncIterator[str]:
+        try:
+            yield "state"
+        except LookupError as exc:
+            seen.append(exc)
+            if not suppress:
+                raise
+
+    async def serve() -> None:
+        async with while_serving(lifespan(), watch=True) as state:
+            assert state == "state"
+            raise LookupError("while serving")
+
+    # The lifespan gets the error itself, not an ExceptionGroup of the watchdog's tasks.
+    with pytest.raises(LookupError) if not suppress else contextlib.nullcontext():
+        await serve()
+    assert [str(exc) for exc in seen] == ["while serving"]

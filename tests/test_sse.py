@@ -420,6 +420,33 @@ async def test_disconnect_closes_a_sync_generator() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_sync_generator_blocked_in_next_is_closed_once_next_returns() -> None:
+    blocked = threading.Event()
+    released = threading.Event()
+    closed = threading.Event()
+
+    def events() -> Iterator[str]:
+        try:
+            yield "first"
+            blocked.set()
+            released.wait(5)  # a worker thread cannot be interrupted
+            yield "second"
+        finally:
+            closed.set()
+
+    client = Client()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(serve, EventSourceResponse(events(), ping=None), client, "2.0")
+        while not blocked.is_set():
+            await anyio.sleep(0.01)
+        client.gone.set()
+        await anyio.sleep(0.05)
+        assert not closed.is_set()
+        released.set()
+    assert closed.is_set()
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("idle", [False, True])
 async def test_cleanup_may_await_after_a_disconnect(idle: bool) -> None:
     cleaned = anyio.Event()
@@ -537,6 +564,29 @@ def test_through_the_app_with_last_event_id(client_factory: ClientFactory) -> No
         "id: 44",
     ]
     assert (head.status_code, head.content) == (200, b"")
+
+
+def test_the_test_client_streams_an_endless_stream_and_closes_it(
+    client_factory: ClientFactory,
+) -> None:
+    app = App()
+    closed = threading.Event()
+
+    @app.get("/events")
+    async def events(request: Request) -> EventSourceResponse:
+        async def endless() -> AsyncIterator[str]:
+            try:
+                yield "first"
+                await anyio.sleep(3600)
+            finally:
+                closed.set()
+
+        return EventSourceResponse(endless())
+
+    with client_factory(app) as client:
+        with client.stream("GET", "/events") as response:
+            assert next(response.iter_lines()) == "data: first"
+        assert closed.wait(5)
 
 
 # --- examples/sse_clock.py ---------------------------------------------------------------------
