@@ -13,10 +13,11 @@ from microasgi.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
 __all__ = ["CORSMiddleware"]
 
 ALL_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
-# NOTE: an HTTP method is a token (RFC 9110); anything else is refused, never echoed.
-_METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# NOTE: methods and header names are tokens (RFC 9110); anything else is refused, never echoed.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # NOTE: the CORS-safelisted request headers, always allowed (Fetch standard).
 SAFELISTED_HEADERS = frozenset({"accept", "accept-language", "content-language", "content-type"})
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 
 
 class CORSMiddleware:
@@ -47,9 +48,10 @@ class CORSMiddleware:
         max_age: int = 600,
     ) -> None:
         self.app = app
-        origins = [_checked_origin(origin) for origin in allow_origins]
-        methods = [method.upper() for method in allow_methods]
-        headers = [header.lower() for header in allow_headers]
+        origins = [_checked_origin(origin) for origin in _listed("allow_origins", allow_origins)]
+        methods = [method.upper() for method in _tokens("allow_methods", allow_methods)]
+        headers = [header.lower() for header in _tokens("allow_headers", allow_headers)]
+        expose_headers = _tokens("expose_headers", expose_headers)
         self.allow_all_origins = "*" in origins
         self.allow_origins = frozenset(origins) - {"*"}
         self.allow_origin_regex = re.compile(allow_origin_regex) if allow_origin_regex else None
@@ -111,15 +113,17 @@ class CORSMiddleware:
 
     async def preflight(self, scope: Scope, send: Send, origin: str, method: str) -> None:
         """Answer a preflight: 200 with the CORS headers, or 400 and the reason."""
-        requested = ""
-        for name, value in scope["headers"]:
-            if name == b"access-control-request-headers":
-                requested = value.decode("latin-1")
+        # NOTE: a field sent on several lines is one list (RFC 9110, 5.3).
+        requested = ", ".join(
+            value.decode("latin-1")
+            for name, value in scope["headers"]
+            if name == b"access-control-request-headers"
+        )
         failures = []
         if not self.is_allowed_origin(origin):
             failures.append("origin")
         if self.allow_all_methods:
-            if _METHOD.fullmatch(method) is None:
+            if _TOKEN.fullmatch(method) is None:
                 failures.append("method")
         elif method.upper() not in self.allow_methods:
             failures.append("method")
@@ -199,6 +203,27 @@ def _vary_on_origin(raw: RawHeaders) -> None:
     raw.append((b"vary", b"Origin"))
 
 
+def _listed(option: str, values: Iterable[str]) -> list[str]:
+    # NOTE: a string is an iterable of strings too, which would allow "G", "E" and "T";
+    # "*" alone is taken, as it means what it did by accident in Starlette.
+    if values == "*":
+        return ["*"]
+    if isinstance(values, str):
+        raise TypeError(f"{option} takes a list, not the string {values!r}: write [{values!r}]")
+    # NOTE: stripped, as the items of a comma-separated setting come with spaces.
+    return [value.strip() for value in values]
+
+
+def _tokens(option: str, values: Iterable[str]) -> list[str]:
+    names = _listed(option, values)
+    for name in names:
+        if _TOKEN.fullmatch(name) is None:
+            raise ValueError(
+                f"Invalid {option} entry {name!r}: a method or header name, or '*', one per item"
+            )
+    return names
+
+
 def _checked_origin(origin: str) -> str:
     if origin == "*":
         return origin
@@ -208,4 +233,10 @@ def _checked_origin(origin: str) -> str:
             f"Invalid CORS origin {origin!r}: write scheme://host[:port] with no path or "
             "trailing slash, or use allow_origin_regex for patterns"
         )
+    # NOTE: as a browser writes its Origin (Fetch standard, "serializing an origin"):
+    # scheme and host in lower case, no default port; anything else would never match.
+    origin = origin.lower()
+    default_port = _DEFAULT_PORTS.get(scheme.lower())
+    if default_port is not None and origin.endswith(default_port):
+        return origin[: -len(default_port)]
     return origin

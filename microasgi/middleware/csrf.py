@@ -9,7 +9,7 @@ from typing import Literal
 
 import anyio.lowlevel
 
-from microasgi.datastructures import URL, request_cookies
+from microasgi.datastructures import URL
 from microasgi.exceptions import ClientDisconnect, HTTPException
 from microasgi.formparsers import unquote_plus
 from microasgi.limits import limits_for
@@ -18,7 +18,7 @@ from microasgi.responses import JSONResponse, Response
 from microasgi.types import ASGIApp, Message, Receive, Scope, Send
 from microasgi.websockets import WebSocket
 
-from .sessions import SecretKey, sign, signing_keys, verify
+from .sessions import SecretKey, cookie_values, sign, signing_keys, verify
 
 __all__ = ["CSRFMiddleware"]
 
@@ -80,7 +80,23 @@ class CSRFMiddleware:
     ) -> None:
         self.app = app
         self.keys = signing_keys(secret_key, b"microasgi.csrf")
+        for option, values in (
+            ("exempt_paths", exempt_paths),
+            ("trusted_origins", trusted_origins),
+        ):
+            # SECURITY: a string is an iterable of strings too, and the "*" at the end of
+            # "/webhooks/*" would then exempt every path.
+            if isinstance(values, str):
+                raise TypeError(
+                    f"{option} takes a list, not the string {values!r}: write [{values!r}]"
+                )
         paths = list(exempt_paths)
+        for path in paths:
+            if not path.startswith("/"):
+                raise ValueError(
+                    f"Invalid exempt path {path!r}: write it from the root, as '/webhooks' or "
+                    "'/webhooks/*'"
+                )
         self.exempt_exact = frozenset(path for path in paths if not path.endswith("*"))
         self.exempt_prefixes = tuple(path[:-1] for path in paths if path.endswith("*"))
         self.trusted_origins = frozenset(origin.rstrip("/").lower() for origin in trusted_origins)
@@ -136,14 +152,22 @@ class CSRFMiddleware:
         if scope_type != "http":
             await self.app(scope, receive, send)
             return
-        cookie = request_cookies(scope["headers"]).get(self.cookie_name)
-        valid_cookie = cookie is not None and self.is_valid_token(cookie)
-        token = cookie if valid_cookie and cookie is not None else self.new_token()
+        # NOTE: the first valid one: "csrftoken" is also the name other frameworks use,
+        # and a cookie of theirs for the parent domain comes with ours.
+        cookie = next(
+            (
+                value
+                for value in cookie_values(scope["headers"], self.cookie_name)
+                if self.is_valid_token(value)
+            ),
+            None,
+        )
+        token = cookie if cookie is not None else self.new_token()
         HTTPConnection(scope).state.csrf_token = token
         if scope["method"] not in SAFE_METHODS and not self.is_exempt(scope["path"]):
             had_body = BODY_KEY in scope
             try:
-                refusal = await self._refusal(scope, receive, cookie if valid_cookie else None)
+                refusal = await self._refusal(scope, receive, cookie)
             except HTTPException as exc:
                 response = JSONResponse({"detail": exc.detail}, exc.status_code, exc.headers)
                 await response(scope, receive, send)
@@ -155,7 +179,7 @@ class CSRFMiddleware:
                 return
             if not had_body and BODY_KEY in scope:
                 receive = _replay(scope[BODY_KEY], receive)
-        if valid_cookie:
+        if cookie is not None:
             await self.app(scope, receive, send)
             return
         # NOTE: tokens are URL-safe base64 and ".", which a cookie value takes unquoted.

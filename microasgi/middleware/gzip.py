@@ -185,11 +185,10 @@ class CompressionMiddleware:
         if scope["type"] != "http" or scope["method"] == "HEAD":
             await self.app(scope, receive, send)
             return
-        accept = b""
-        for name, value in scope["headers"]:
-            if name == b"accept-encoding":
-                accept = value
-        encoding = self.choose(accept) if accept else None
+        # NOTE: a field sent on several lines is one list (RFC 9110, 5.3): the last line
+        # alone could name an encoding that an earlier one refused ("zstd;q=0", then "*").
+        accept = [value for name, value in scope["headers"] if name == b"accept-encoding"]
+        encoding = self.choose(b", ".join(accept)) if accept else None
         # NOTE: sent as it is, a response that another client would get compressed still
         # depends on Accept-Encoding, which caches must know (RFC 9110, 12.5.5): it goes
         # through the same decision, to get its Vary.

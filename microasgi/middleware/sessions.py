@@ -15,8 +15,7 @@ from typing import Any, Literal
 import orjson
 
 from microasgi._json import dump_json, load_json
-from microasgi.datastructures import request_cookies
-from microasgi.types import ASGIApp, Message, Receive, Scope, Send
+from microasgi.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
 
 __all__ = ["SessionMiddleware"]
 
@@ -30,6 +29,9 @@ _COOKIE_LIMIT = 4096
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", re.ASCII).fullmatch
 _UNSAFE_ATTRIBUTE = re.compile(r"[;,\s\x00-\x1f\x7f]").search
 _SAME_SITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
+# NOTE: a browser sends every cookie of a name that its domain and path match; a handful
+# is what happens, more is a client sending junk that each costs an HMAC.
+_MAX_SAME_NAME = 16
 
 
 def signing_keys(secret_key: SecretKey, purpose: bytes) -> list[bytes]:
@@ -60,6 +62,26 @@ def b64decode(text: str) -> bytes:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise ValueError("malformed base64") from None
+
+
+def cookie_values(raw_headers: RawHeaders, name: str) -> list[str]:
+    """Every value of the cookie ``name`` in a request, in the order sent (at most 16).
+
+    A browser sends all the cookies of one name whose domain and path match, for
+    example ``session`` from this host and one that an app on the parent domain set, so
+    that the last one (``request.cookies``) need not be ours.
+    """
+    values: list[str] = []
+    for header, value in raw_headers:
+        if header != b"cookie":
+            continue
+        for chunk in value.decode("latin-1").split(";"):
+            key, separator, rest = chunk.partition("=")
+            if separator and key.strip() == name:
+                values.append(rest.strip())
+                if len(values) == _MAX_SAME_NAME:
+                    return values
+    return values
 
 
 def sign(key: bytes, message: str) -> str:
@@ -154,8 +176,11 @@ class SessionMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        cookie = request_cookies(scope["headers"]).get(self.session_cookie)
-        loaded = None if cookie is None else self.load(cookie)
+        loaded = None
+        for cookie in cookie_values(scope["headers"], self.session_cookie):
+            loaded = self.load(cookie)
+            if loaded is not None:
+                break
         scope["session"] = dict(loaded) if loaded else {}
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)

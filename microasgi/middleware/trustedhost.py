@@ -43,6 +43,12 @@ class TrustedHostMiddleware:
         www_redirect: bool = True,
     ) -> None:
         self.app = app
+        if isinstance(allowed_hosts, str) and allowed_hosts != "*":
+            # NOTE: a string is an iterable of strings too: "localhost" would allow "l", "o"...
+            raise TypeError(
+                f"allowed_hosts takes a list, not the string {allowed_hosts!r}: "
+                f"write [{allowed_hosts!r}]"
+            )
         hosts = [host.lower() for host in allowed_hosts]
         for host in hosts:
             if host != "*" and _PATTERN.fullmatch(host) is None:

@@ -102,6 +102,17 @@ def test_origins_are_strings_not_patterns(client_factory: ClientFactory) -> None
         assert "access-control-allow-origin" not in response.headers
 
 
+def test_origins_are_written_as_browsers_send_them(client_factory: ClientFactory) -> None:
+    origins = ["HTTPS://Shop.Example", "https://admin.example:443", "http://localhost:80"]
+    with client_factory(make_app(allow_origins=origins)) as client:
+        for origin in ("https://shop.example", "https://admin.example", "http://localhost"):
+            response = client.get("/", headers={"origin": origin})
+            assert response.headers["access-control-allow-origin"] == origin
+        for origin in ("https://admin.example:443", "http://localhost:8080"):
+            response = client.get("/", headers={"origin": origin})
+            assert "access-control-allow-origin" not in response.headers
+
+
 def test_regex_origins_match_in_full(client_factory: ClientFactory) -> None:
     app = make_app(allow_origin_regex=r"https://[a-z]+\.example\.com")
     with client_factory(app) as client:
@@ -185,6 +196,20 @@ def test_preflight_with_any_method_and_header(client_factory: ClientFactory) -> 
         assert preflight(client, SITE, "PATCH").status_code == 200
 
 
+def test_requested_headers_on_several_lines(client_factory: ClientFactory) -> None:
+    def asking(client: TestClient, *lines: str) -> Any:
+        headers = [("origin", SITE), ("access-control-request-method", "GET")]
+        headers += [("access-control-request-headers", line) for line in lines]
+        return client.options("/items", headers=headers)
+
+    with client_factory(make_app(allow_origins=[SITE], allow_headers=["x-a"])) as client:
+        assert asking(client, "x-a", "x-a, content-type").status_code == 200
+        assert asking(client, "x-evil", "x-a").status_code == 400
+    with client_factory(make_app(allow_origins=[SITE], allow_headers=["*"])) as client:
+        response = asking(client, "x-a", "x-b")
+        assert response.headers["access-control-allow-headers"] == "x-a, x-b"
+
+
 @pytest.mark.parametrize("credentials", [False, True])
 @pytest.mark.parametrize("method", ["PROPFIND", "QUERY", "patch", "GET"])
 def test_any_method_echoes_the_method_asked_for(
@@ -262,6 +287,18 @@ def test_existing_cors_headers_are_replaced(client_factory: ClientFactory) -> No
         assert response.headers["vary"] == "Accept-Encoding, Origin"
 
 
+def test_preflights_reach_a_mounted_app_with_its_own_rules(client_factory: ClientFactory) -> None:
+    app = App()
+    app.mount("/api", make_app(allow_origins=[SITE], allow_methods=["POST"]))
+    with client_factory(app) as client:
+        response = client.options(
+            "/api/items", headers={"origin": SITE, "access-control-request-method": "POST"}
+        )
+        assert response.status_code == 200
+        assert response.headers["access-control-allow-origin"] == SITE
+        assert client.post("/api/items", headers={"origin": SITE}).status_code == 201
+
+
 def test_websockets_and_lifespan_pass_through(client_factory: ClientFactory) -> None:
     with client_factory(make_app(allow_origins=[SITE])) as client:
         with client.websocket_connect("/ws", headers={"origin": "https://evil.site"}):
@@ -274,3 +311,50 @@ def test_websockets_and_lifespan_pass_through(client_factory: ClientFactory) -> 
 def test_invalid_origins_are_refused_at_setup(origin: str) -> None:
     with pytest.raises(ValueError, match="allow_origin_regex"):
         CORSMiddleware(PlainTextResponse("x"), allow_origins=[origin])
+
+
+def test_settings_split_from_a_string_are_stripped(client_factory: ClientFactory) -> None:
+    options = {
+        name: value.split(",")
+        for name, value in {
+            "allow_origins": f"https://other.example, {SITE}",
+            "allow_methods": "GET, POST",
+            "allow_headers": "x-a, X-B",
+            "expose_headers": "x-item, x-more",
+        }.items()
+    }
+    with client_factory(make_app(**options)) as client:
+        response = preflight(client, SITE, "POST", **{"access-control-request-headers": "x-b"})
+        assert response.status_code == 200
+        assert response.headers["access-control-allow-methods"] == "GET, POST"
+        response = client.post("/items", headers={"origin": SITE})
+        assert response.headers["access-control-expose-headers"] == "x-item, x-more"
+
+
+@pytest.mark.parametrize("option", ["allow_origins", "allow_methods", "allow_headers"])
+def test_a_string_where_a_list_belongs_is_refused(option: str) -> None:
+    with pytest.raises(TypeError, match=f"{option} takes a list"):
+        CORSMiddleware(PlainTextResponse("x"), **{option: "GET"})
+
+
+def test_a_lone_star_string_means_any(client_factory: ClientFactory) -> None:
+    app = make_app(allow_origins="*", allow_methods="*", allow_headers="*")
+    with client_factory(app) as client:
+        response = preflight(client, SITE, "PUT", **{"access-control-request-headers": "x-a"})
+        assert response.status_code == 200
+        assert response.headers["access-control-allow-origin"] == "*"
+        assert response.headers["access-control-allow-headers"] == "x-a"
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("allow_methods", "GET POST"),
+        ("allow_headers", "x-a, x-b"),
+        ("expose_headers", "x-a\r\nset-cookie: a=b"),
+        ("allow_headers", ""),
+    ],
+)
+def test_entries_that_are_not_names_are_refused(option: str, value: str) -> None:
+    with pytest.raises(ValueError, match=f"Invalid {option} entry"):
+        CORSMiddleware(PlainTextResponse("x"), **{option: [value]})

@@ -144,6 +144,23 @@ def test_a_forged_cookie_is_not_a_token(client_factory: ClientFactory) -> None:
         assert response.status_code == 403
 
 
+def test_the_token_cookie_among_others_of_the_same_name(client_factory: ClientFactory) -> None:
+    # NOTE: "csrftoken" of another framework on the parent domain comes with ours.
+    with client_factory(make_app(secret_key="other")) as other:
+        foreign = token_of(other)
+    with client_factory(make_app()) as client:
+        token = token_of(client)
+        client.cookies.clear()
+        for header in (f"csrftoken={token}; csrftoken={foreign}", f"a=b; csrftoken={token}"):
+            response = client.post(
+                "/submit", content=b"ok", headers={"cookie": header, "x-csrf-token": token}
+            )
+            assert (response.status_code, response.text) == (200, "ok")
+            assert "set-cookie" not in response.headers
+        response = client.get("/form", headers={"cookie": f"csrftoken={foreign}"})
+        assert response.headers["set-cookie"].startswith("csrftoken=")
+
+
 def test_the_token_in_a_form_field(client_factory: ClientFactory) -> None:
     with client_factory(make_app()) as client:
         token = token_of(client)
@@ -406,6 +423,19 @@ def test_cookie_name_with_token_in_it(client_factory: ClientFactory) -> None:
 def test_invalid_cookie_options() -> None:
     with pytest.raises(ValueError, match="cookie name"):
         CSRFMiddleware(PlainTextResponse("x"), secret_key="k", cookie_name="bad name")
+
+
+@pytest.mark.parametrize("option", ["exempt_paths", "trusted_origins"])
+def test_a_string_where_a_list_belongs_is_refused(option: str) -> None:
+    # SECURITY: read as its characters, "/webhooks/*" would exempt every path ("*").
+    with pytest.raises(TypeError, match=f"{option} takes a list"):
+        CSRFMiddleware(PlainTextResponse("x"), secret_key="k", **{option: "/webhooks/*"})
+
+
+@pytest.mark.parametrize("path", ["webhooks/*", "*", ""])
+def test_exempt_paths_start_at_the_root(path: str) -> None:
+    with pytest.raises(ValueError, match="Invalid exempt path"):
+        CSRFMiddleware(PlainTextResponse("x"), secret_key="k", exempt_paths=[path])
 
 
 def test_websocket_origins(client_factory: ClientFactory) -> None:

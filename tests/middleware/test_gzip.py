@@ -457,6 +457,24 @@ def test_negotiation(client_factory: ClientFactory, accept: str, expected: str |
         assert response.text == TEXT
 
 
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        (["zstd;q=0", "*"], "br"),
+        (["gzip", "identity"], "gzip"),
+        (["br;q=0, zstd;q=0", "gzip;q=0.5, *"], "gzip"),
+    ],
+)
+def test_accept_encoding_on_several_lines(
+    client_factory: ClientFactory, lines: list[str], expected: str
+) -> None:
+    with client_factory(compression_app()) as client:
+        headers = [("accept-encoding", line) for line in lines]
+        response = client.get("/text", headers=headers)
+        assert response.headers["content-encoding"] == expected
+        assert response.text == TEXT
+
+
 @pytest.mark.parametrize("encoding", ["zstd", "br", "gzip"])
 def test_each_encoding_round_trips(client_factory: ClientFactory, encoding: str) -> None:
     with client_factory(compression_app(encodings=[encoding])) as client:

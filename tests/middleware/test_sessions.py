@@ -86,6 +86,23 @@ def test_the_session_cookie_in_any_of_several_cookie_headers(
             assert response.json() == {"session": {"user": "ann"}}
 
 
+def test_a_session_cookie_among_others_of_the_same_name(client_factory: ClientFactory) -> None:
+    # NOTE: an app on the parent domain with the same cookie name: the browser sends both.
+    foreign = forge(b'{"user":"eve"}', int(time.time()), key="their key")
+    with client_factory(make_app()) as client:
+        cookie = client.post("/set/user/ann").cookies["session"]
+        client.cookies.clear()
+        for header in (
+            f"session={cookie}; session={foreign}",
+            f"session=garbage; theme=dark; session={cookie}",
+        ):
+            response = client.get("/", headers={"cookie": header})
+            assert response.json() == {"session": {"user": "ann"}}
+            assert set_cookie_headers(response) == []
+        many = "; ".join(["session=x"] * 20 + [f"session={cookie}"])
+        assert client.get("/", headers={"cookie": many}).json() == {"session": {}}
+
+
 def test_set_cookie_only_when_the_session_changed(client_factory: ClientFactory) -> None:
     with client_factory(make_app()) as client:
         assert set_cookie_headers(client.get("/")) == []
@@ -146,6 +163,7 @@ def test_a_tampered_payload_is_refused(client_factory: ClientFactory) -> None:
         payload, timestamp, signature = client.cookies["session"].split(".")
         session = base64.urlsafe_b64decode(payload + "==").replace(b"user", b"root")
         tampered = f"{b64encode(session)}.{timestamp}.{signature}"
+        client.cookies.clear()
         client.cookies.set("session", tampered)
         assert client.get("/").json() == {"session": {}}
 
@@ -159,9 +177,12 @@ def test_a_forged_cookie_with_the_right_key_is_accepted(client_factory: ClientFa
 def test_key_rotation(client_factory: ClientFactory) -> None:
     old_cookie = forge(b'{"user":"ann"}', int(time.time()), key="old")
     app = make_app(secret_key=["new", "old"])
-    with client_factory(app, cookies={"session": old_cookie}) as client:
+    with client_factory(app) as client:
+        # NOTE: for the test server's host, as the cookie the response replaces.
+        client.cookies.set("session", old_cookie, domain="testserver.local")
         assert client.get("/").json() == {"session": {"user": "ann"}}
         client.post("/set/user/bob")
+        assert len(client.cookies.jar) == 1
     # NOTE: what is signed now verifies with the newest key alone.
     with client_factory(make_app(secret_key="new"), cookies=client.cookies) as fresh:
         assert fresh.get("/").json() == {"session": {"user": "bob"}}

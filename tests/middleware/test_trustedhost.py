@@ -220,3 +220,20 @@ async def test_www_redirect_keeps_the_path_as_sent(
     await app(scope, server.receive, server.send)
     assert server.status == 307
     assert server.headers["location"] == location
+
+
+@pytest.mark.parametrize("hosts", ["localhost", "example.com"])
+def test_a_string_where_a_list_belongs_is_refused(hosts: str) -> None:
+    with pytest.raises(TypeError, match="allowed_hosts takes a list"):
+        TrustedHostMiddleware(PlainTextResponse("x"), allowed_hosts=hosts)
+
+
+def test_a_lone_star_string_means_any_host(client_factory: ClientFactory) -> None:
+    app = App(middleware=[Middleware(TrustedHostMiddleware, allowed_hosts="*")])
+
+    @app.get("/")
+    async def index(request: Request) -> str:
+        return "ok"
+
+    with client_factory(app) as client:
+        assert client.get("/", headers={"host": "anything.example"}).text == "ok"
