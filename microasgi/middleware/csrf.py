@@ -99,7 +99,7 @@ class CSRFMiddleware:
                 )
         self.exempt_exact = frozenset(path for path in paths if not path.endswith("*"))
         self.exempt_prefixes = tuple(path[:-1] for path in paths if path.endswith("*"))
-        self.trusted_origins = frozenset(origin.rstrip("/").lower() for origin in trusted_origins)
+        self.trusted_origins = frozenset(_browser_origin(origin) for origin in trusted_origins)
         self.cookie_name = cookie_name
         self.header_name = header_name.lower().encode("latin-1")
         self._header_label = header_name
@@ -315,3 +315,10 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replay
+
+
+def _browser_origin(origin: str) -> str:
+    """``origin`` as a browser writes it: lower case, no trailing slash, no default port."""
+    origin = origin.rstrip("/").lower()
+    port = _DEFAULT_PORTS.get(origin.partition(":")[0])
+    return origin if port is None else origin.removesuffix(f":{port}")

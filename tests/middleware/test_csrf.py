@@ -113,6 +113,16 @@ def test_trusted_origins(client_factory: ClientFactory) -> None:
         assert response.text == "ok"
 
 
+def test_trusted_origins_are_written_as_browsers_send_them(client_factory: ClientFactory) -> None:
+    app = make_app(trusted_origins=["HTTPS://App.example:443", "http://b.example:80/"])
+    with client_factory(app) as client:
+        for origin in ("https://app.example", "http://b.example"):
+            response = client.post("/submit", content=b"ok", headers={"origin": origin})
+            assert response.text == "ok", origin
+        response = client.post("/submit", content=b"ok", headers={"origin": "https://b.example"})
+        assert response.status_code == 403
+
+
 def test_without_origin_headers_the_token_is_needed(client_factory: ClientFactory) -> None:
     with client_factory(make_app()) as client:
         response = client.post("/submit")
