@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from microasgi.broadcast import Broadcast, Event, SubscriberTooSlow
@@ -145,6 +146,35 @@ async def test_a_reader_that_keeps_up_misses_nothing_of_a_burst() -> None:
                 for number in range(1000):
                     await broadcast.publish("c", str(number))
         assert received == [str(number) for number in range(1000)]
+        assert sub.dropped == 0
+
+
+async def test_publishes_yield_when_a_buffer_fills_and_every_64() -> None:
+    # A reader woken once takes many events at a time: publishes that fill no buffer do not
+    # hand the loop over each time, but one that fills a buffer does, and so does every 64th.
+    async with Broadcast(buffer_size=100) as broadcast, broadcast.subscribe("c") as sub:
+        switches = 0
+
+        async def count_switches() -> None:
+            nonlocal switches
+            while True:
+                await anyio.lowlevel.checkpoint()
+                switches += 1
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(count_switches)
+            await anyio.sleep(0.01)
+            before = switches
+            for number in range(63):
+                await broadcast.publish("c", str(number))
+            assert switches == before
+            await broadcast.publish("c", "64th")
+            assert switches > before
+            before = switches
+            for number in range(36):  # the 100th event fills the buffer
+                await broadcast.publish("c", str(number))
+            assert switches > before
+            tg.cancel_scope.cancel()
         assert sub.dropped == 0
 
 
