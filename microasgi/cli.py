@@ -117,7 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _findable(name: str) -> bool:
     """Whether the server, run with this PYTHONPATH, would find the top-level module."""
     path = [*os.environ["PYTHONPATH"].split(os.pathsep), *sys.path]
-    return importlib.machinery.PathFinder.find_spec(name, path) is not None
+    if importlib.machinery.PathFinder.find_spec(name, path) is not None:
+        return True
+    # NOTE: an editable install may be found by an import hook on sys.meta_path rather than
+    # on a path (setuptools does so for a package_dir mapping); the server has the same hooks.
+    return importlib.util.find_spec(name) is not None
 
 
 def _exec(command: list[str]) -> NoReturn:

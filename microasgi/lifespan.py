@@ -236,19 +236,25 @@ def child_lifespan(app: ASGIApp, state: dict[str, Any], running: set[int]) -> Li
                 yield
             finally:
                 if answer is not None:
-                    await _shutdown_child(to_child, from_child)
+                    answer = await _shutdown_child(to_child, from_child)
+            # NOTE: as for startup, a failed shutdown of a mounted app is the app's: the
+            # server hears lifespan.shutdown.failed instead of nothing.
+            if answer is not None and answer["type"] == "lifespan.shutdown.failed":
+                raise RuntimeError(
+                    f"Mounted app {app!r} failed to shut down: {answer.get('message', '')}"
+                )
 
     return lifespan
 
 
 async def _shutdown_child(
     to_child: ObjectSendStream[Message], from_child: ObjectReceiveStream[Message]
-) -> None:
+) -> Message | None:
     try:
         await to_child.send({"type": "lifespan.shutdown"})
     except anyio.BrokenResourceError:
-        return  # the app already ended its lifespan
-    await _receive_or_none(from_child)
+        return None  # the app already ended its lifespan
+    return await _receive_or_none(from_child)
 
 
 async def _receive_or_none(stream: ObjectReceiveStream[Message]) -> Message | None:

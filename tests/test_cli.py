@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.machinery
 import os
 import signal
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from microasgi.cli import _parser, build_command, main
+from microasgi.cli import _findable, _parser, build_command, main
 from tests.support import free_port
 
 
@@ -132,7 +133,28 @@ def test_a_module_that_cannot_be_found_is_reported(
     assert "no module named" in capsys.readouterr().err
 
 
-def _serve_until_answered(argv: list[str], cwd: Path) -> httpx.Response:
+class _HookFinder:
+    """A finder on sys.meta_path, as an editable install's .pth file puts there."""
+
+    @classmethod
+    def find_spec(cls, name: str, path: object = None, target: object = None) -> object:
+        return importlib.machinery.ModuleSpec(name, None) if name == "hooked_only" else None
+
+
+def test_modules_are_found_on_the_path_or_by_an_import_hook(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "on_the_path.py").write_text("")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setattr(sys, "meta_path", [*sys.meta_path, _HookFinder])
+    assert _findable("on_the_path")
+    assert _findable("hooked_only")
+    assert not _findable("neither_here_nor_hooked")
+
+
+def _serve_until_answered(
+    argv: list[str], cwd: Path, pythonpath: tuple[Path, ...] = ()
+) -> httpx.Response:
     """Run ``python -m microasgi run ...`` in ``cwd``, return its answer to GET /, stop it."""
     port = free_port()
     process = subprocess.Popen(
@@ -140,7 +162,7 @@ def _serve_until_answered(argv: list[str], cwd: Path) -> httpx.Response:
         cwd=cwd,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([*map(str, pythonpath), os.getcwd()])},
     )
     try:
         deadline = time.monotonic() + 20
@@ -191,3 +213,32 @@ def test_python_m_microasgi_serves_an_app(tmp_path: Path) -> None:
     )
     response = _serve_until_answered(["served:app"], tmp_path)
     assert response.json() == {"served": True}
+
+
+@pytest.mark.integration
+def test_an_app_found_by_an_import_hook_is_served(tmp_path: Path) -> None:
+    # An editable install with a package_dir mapping (setuptools) is found by a finder on
+    # sys.meta_path, which a .pth file installs at startup; sitecustomize stands in for it.
+    (tmp_path / "lib").mkdir()
+    init = tmp_path / "lib" / "__init__.py"
+    init.write_text(
+        "from microasgi import App\n"
+        "app = App()\n"
+        "@app.get('/')\n"
+        "async def home(request):\n"
+        "    return {'hooked': True}\n"
+    )
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(
+        "import importlib.util, sys\n"
+        "class EditableFinder:\n"
+        "    @classmethod\n"
+        "    def find_spec(cls, name, path=None, target=None):\n"
+        "        if name != 'shopapp':\n"
+        "            return None\n"
+        f"        return importlib.util.spec_from_file_location(name, {str(init)!r})\n"
+        "sys.meta_path.append(EditableFinder)\n"
+    )
+    response = _serve_until_answered(["shopapp:app"], tmp_path, pythonpath=(hooks,))
+    assert response.json() == {"hooked": True}

@@ -70,6 +70,26 @@ def test_mounted_apps_without_lifespan_are_served(client_factory: ClientFactory)
     assert events == ["lifespan.startup", "lifespan.shutdown"]
 
 
+def test_a_mounted_app_failing_shutdown_fails_the_shutdown(
+    client_factory: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def flushes_at_shutdown(scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "lifespan"
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await send({"type": "lifespan.shutdown.failed", "message": "queue not flushed"})
+
+    app = App()
+    app.mount("/queue", flushes_at_shutdown)
+    client = client_factory(app)
+    match = "failed to shut down: queue not flushed"
+    with pytest.raises(LifespanFailed, match=match) as info, client:
+        pass
+    assert info.value.phase == "shutdown"
+    assert [r.getMessage() for r in caplog.records] == ["Lifespan shutdown failed"]
+
+
 def test_router_alone_acknowledges_lifespan(client_factory: ClientFactory) -> None:
     from microasgi import Router
 

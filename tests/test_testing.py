@@ -1,18 +1,19 @@
 from __future__ import annotations
 
+import gc
 import json
 import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
 import anyio
 import httpx
 import pytest
 
-from microasgi import App, Request
+from microasgi import App, Request, WebSocket
 from microasgi.exceptions import WebSocketDisconnect
 from microasgi.testing import (
     AsyncTestClient,
@@ -1073,6 +1074,67 @@ def test_stream_reads_an_endless_response_as_it_comes(make_client: ClientFactory
         assert next(response.iter_bytes()) == b"0\n"
 
 
+def stream_then_lifespan_app(events: list[str]) -> ASGIApp:
+    """Stream lines until cancelled; record the cancellation and the lifespan shutdown."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await receive()
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            events.append("shutdown")
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        try:
+            await endless_app(scope, receive, send)
+        finally:
+            events.append("cancelled")
+
+    return app
+
+
+@pytest.mark.timeout(10)
+def test_leaving_the_client_cancels_a_response_left_open(make_client: ClientFactory) -> None:
+    events: list[str] = []
+    with make_client(stream_then_lifespan_app(events)) as client:
+        response = client.send(client.build_request("GET", "/"), stream=True)
+        assert next(response.iter_lines()) == "0"
+    assert events == ["cancelled", "shutdown"]  # as a server closes connections first
+    response.close()  # closing it later does nothing
+
+    with pytest.raises(AssertionError), make_client(endless_app) as client:
+        response = client.send(client.build_request("GET", "/"), stream=True)
+        raise AssertionError("the test fails with a response open")
+    response.close()
+
+
+def test_closing_the_client_stops_a_response_left_open(make_client: ClientFactory) -> None:
+    client = make_client(endless_app)
+    threads = threading.active_count()
+    client.send(client.build_request("GET", "/"), stream=True)
+    assert threading.active_count() == threads + 1  # the response's event loop
+    client.close()
+    assert threading.active_count() == threads
+
+
+@pytest.mark.anyio
+async def test_leaving_the_async_client_cancels_responses_left_open() -> None:
+    events: list[str] = []
+    async with AsyncTestClient(stream_then_lifespan_app(events)) as client:
+        for _ in range(2):
+            await client.send(client.build_request("GET", "/"), stream=True)
+    assert events == ["cancelled", "cancelled", "shutdown"]
+
+    events.clear()
+    with anyio.move_on_after(0.05) as timeout:  # the test itself is cancelled
+        async with AsyncTestClient(stream_then_lifespan_app(events)) as client:
+            await client.send(client.build_request("GET", "/"), stream=True)
+            await anyio.sleep_forever()
+    assert timeout.cancelled_caught
+    assert events == ["cancelled", "shutdown"]
+    gc.collect()  # a stream left unclosed would warn here
+
+
 def test_streamed_chunks_arrive_before_the_app_returns(make_client: ClientFactory) -> None:
     events: list[str] = []
 
@@ -1313,6 +1375,46 @@ async def test_async_client_lifespan_body_failure_still_shuts_down() -> None:
 
 
 @pytest.mark.anyio
+async def test_async_client_shutdown_runs_when_the_test_is_cancelled() -> None:
+    events: list[str] = []
+
+    @asynccontextmanager
+    async def lifespan(app: App) -> AsyncIterator[None]:
+        events.append("startup")
+        try:
+            yield
+        finally:
+            await anyio.sleep(0)  # cleanup that awaits, as closing a pool does
+            events.append("shutdown")
+
+    with anyio.move_on_after(0.05) as timeout:
+        async with AsyncTestClient(App(lifespan=lifespan)):
+            await anyio.sleep_forever()
+    assert timeout.cancelled_caught
+    assert events == ["startup", "shutdown"]
+
+
+@pytest.mark.anyio
+async def test_async_client_startup_when_the_test_is_cancelled() -> None:
+    events: list[str] = []
+
+    @asynccontextmanager
+    async def slow_startup(app: App) -> AsyncIterator[None]:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            events.append("startup cancelled")
+        yield  # pragma: no cover
+
+    with anyio.move_on_after(0.05) as timeout:
+        async with AsyncTestClient(App(lifespan=slow_startup)):
+            pytest.fail("the block must not run")  # pragma: no cover
+    assert timeout.cancelled_caught  # and the caller's cancel scopes are intact
+    assert events == ["startup cancelled"]
+    await anyio.sleep(0)
+
+
+@pytest.mark.anyio
 async def test_async_websocket_session() -> None:
     async with AsyncTestClient(echo_app) as client:
         session = client.websocket_connect("/", subprotocols=["p"])
@@ -1393,6 +1495,44 @@ async def test_async_websocket_sends_to_an_app_that_never_reads() -> None:
                 await ws.send_bytes(str(number).encode())
             all_sent.set()
     assert [message["bytes"] for message in received] == [str(n).encode() for n in range(500)]
+
+
+@pytest.mark.anyio
+async def test_async_websocket_session_when_the_test_is_cancelled() -> None:
+    events: list[str] = []
+    app = App()
+
+    @app.websocket("/echo")
+    async def echo(ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            async for text in ws.iter_text():
+                await ws.send_text(text)
+        finally:
+            await anyio.sleep(0)  # cleanup that awaits
+            events.append("echo ended")
+
+    @app.websocket("/slow")
+    async def slow(ws: WebSocket) -> None:
+        await anyio.sleep(0.2)
+        events.append("slow accepts")
+        await ws.accept()
+
+    client = AsyncTestClient(app)
+    with anyio.move_on_after(0.05) as timeout:
+        async with client.websocket_connect("/echo") as ws:
+            await ws.send_text("a")
+            assert await ws.receive_text() == "a"
+            await anyio.sleep_forever()
+    assert timeout.cancelled_caught
+    assert events == ["echo ended"]  # it got its disconnect, as from a server
+
+    with anyio.move_on_after(0.05) as timeout:
+        async with client.websocket_connect("/slow"):
+            pytest.fail("the handshake must not complete")  # pragma: no cover
+    assert timeout.cancelled_caught  # and the caller's cancel scopes are intact
+    assert events == ["echo ended", "slow accepts"]
+    await anyio.sleep(0)
 
 
 @pytest.mark.anyio

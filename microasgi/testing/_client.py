@@ -100,13 +100,14 @@ class TestClient(httpx.Client):
         )
         self._portals = PortalFactory(backend, backend_options)
         self._exit_stack: contextlib.ExitStack | None = None
+        self._app_transport = Transport(self._target, self._portals)
         super().__init__(
             base_url=base_url,
             headers=_default_headers(headers),
             cookies=cookies,
             follow_redirects=follow_redirects,
             timeout=timeout,
-            transport=Transport(self._target, self._portals),
+            transport=self._app_transport,
         )
 
     @property
@@ -126,6 +127,9 @@ class TestClient(httpx.Client):
                 )
             )
             stack.enter_context(portal.wrap_async_context_manager(Lifespan(self._target)))
+            # NOTE: as a server closes its connections before the lifespan shutdown, the
+            # responses the test left open end first.
+            stack.callback(self._app_transport.close)
             self._exit_stack = stack.pop_all()
         self._portals.portal = portal
         return self
@@ -180,13 +184,14 @@ class AsyncTestClient(httpx.AsyncClient):
             app, raise_server_exceptions=raise_server_exceptions, root_path=root_path, client=client
         )
         self._lifespan: Lifespan | None = None
+        self._app_transport = AsyncTransport(self._target)
         super().__init__(
             base_url=base_url,
             headers=_default_headers(headers),
             cookies=cookies,
             follow_redirects=follow_redirects,
             timeout=timeout,
-            transport=AsyncTransport(self._target),
+            transport=self._app_transport,
         )
 
     async def __aenter__(self: _AsyncClientT) -> _AsyncClientT:
@@ -207,7 +212,12 @@ class AsyncTestClient(httpx.AsyncClient):
     ) -> None:
         lifespan, self._lifespan = self._lifespan, None
         if lifespan is not None:
-            await lifespan.__aexit__(exc_type, exc, tb)
+            try:
+                # NOTE: the responses left open end before the lifespan shutdown, as in
+                # TestClient; their task groups sit inside the lifespan's.
+                await self._app_transport.aclose()
+            finally:
+                await lifespan.__aexit__(exc_type, exc, tb)
 
     def websocket_connect(
         self,

@@ -205,7 +205,10 @@ class _Call:
         """Stop an app the test no longer listens to and wait for it to end."""
         # NOTE: as Starlette's client does, an unfinished response is cancelled, not drained.
         self._cancel_scope.cancel()
-        await self._done.wait()
+        # NOTE: shielded, so that a cancelled test still waits for the cancelled app to end
+        # and closes the stream.
+        with anyio.CancelScope(shield=True):
+            await self._done.wait()
         self._exchange.from_app.close()
 
     async def _wait(self, receive: Callable[[], Awaitable[_T]], what: str) -> _T:
@@ -265,6 +268,10 @@ class _ResponseStream(httpx.SyncByteStream):
             yield chunk
         self._call.check_complete()
 
+    def on_close(self, callback: Callable[..., object], *args: object) -> None:
+        """Call ``callback(*args)`` first when the stream closes."""
+        self._stack.callback(callback, *args)
+
     def close(self) -> None:
         self._stack.close()
 
@@ -281,6 +288,10 @@ class _AsyncResponseStream(httpx.AsyncByteStream):
             yield chunk
         self._call.check_complete()
 
+    def on_close(self, callback: Callable[..., object], *args: object) -> None:
+        """Call ``callback(*args)`` first when the stream closes."""
+        self._stack.callback(callback, *args)
+
     async def aclose(self) -> None:
         await self._stack.aclose()
 
@@ -289,6 +300,8 @@ class Transport(httpx.BaseTransport):
     def __init__(self, target: Target, portal_factory: PortalFactory) -> None:
         self._target = target
         self._portal_factory = portal_factory
+        # NOTE: responses whose body is still open, oldest first (a dict keeps the order).
+        self._open: dict[_ResponseStream, None] = {}
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         with contextlib.ExitStack() as stack:
@@ -299,13 +312,27 @@ class Transport(httpx.BaseTransport):
             stack.callback(portal.call, call.close)
             portal.start_task_soon(call.run)
             if portal.call(call.started):
-                return call.response(_ResponseStream(call, portal, stack.pop_all()))
+                stream = _ResponseStream(call, portal, stack.pop_all())
+                self._open[stream] = None
+                stream.on_close(self._open.pop, stream)
+                return call.response(stream)
         return call.failed_response()
+
+    def close(self) -> None:
+        """Cancel the apps of responses left open, newest first.
+
+        A streamed response the test never closed would otherwise keep its app running: the
+        end of ``with client:`` would wait for it forever, and its thread would outlive
+        ``client.close()``.
+        """
+        for stream in reversed(list(self._open)):
+            stream.close()
 
 
 class AsyncTransport(httpx.AsyncBaseTransport):
     def __init__(self, target: Target) -> None:
         self._target = target
+        self._open: dict[_AsyncResponseStream, None] = {}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         async with contextlib.AsyncExitStack() as stack:
@@ -320,10 +347,21 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             timed_out: httpx.ReadTimeout | None = None
             try:
                 if await call.started():
-                    return call.response(_AsyncResponseStream(call, stack.pop_all()))
+                    stream = _AsyncResponseStream(call, stack.pop_all())
+                    self._open[stream] = None
+                    stream.on_close(self._open.pop, stream)
+                    return call.response(stream)
             except httpx.ReadTimeout as exc:
                 timed_out = exc
         # NOTE: raised outside the task group, which would wrap them in an exception group.
         if timed_out is not None:
             raise timed_out
         return call.failed_response()
+
+    async def aclose(self) -> None:
+        """Cancel the apps of responses left open, newest first (see ``Transport.close``).
+
+        Newest first, as each holds a task group entered after the one before it.
+        """
+        for stream in reversed(list(self._open)):
+            await stream.aclose()

@@ -45,13 +45,22 @@ class Lifespan:
         self._error: Exception | None = None
 
     async def __aenter__(self) -> None:
+        # NOTE: the app's task is shielded from the test's own cancellation (a timeout
+        # around `async with client:`): its lifespan ends through shutdown, as on a server.
+        self._app_scope = anyio.CancelScope(shield=True)
         self._to_app, self._app_inbox = anyio.create_memory_object_stream[Message](1)
         self._to_client, self._client_inbox = anyio.create_memory_object_stream[Message](1)
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self._task_group.start_soon(self._run)
         self._target.state = self._state
-        reply = await self._exchange("startup")
+        try:
+            reply = await self._exchange("startup")
+        except BaseException:
+            # NOTE: the test was cancelled while the app started; the task group entered
+            # above must be left here, or the caller's cancel scopes are left corrupted.
+            await self._stop()
+            raise
         if reply is not None and reply["type"] == "lifespan.startup.complete":
             return
         await self._stop()
@@ -71,7 +80,9 @@ class Lifespan:
         if not self._supported:
             return
         try:
-            reply = await self._exchange("shutdown")
+            # NOTE: shielded, so the shutdown also runs when the test was cancelled.
+            with anyio.CancelScope(shield=True):
+                reply = await self._exchange("shutdown")
         finally:
             await self._stop()
         if self._error is None and (reply is None or reply["type"].endswith(".complete")):
@@ -85,7 +96,8 @@ class Lifespan:
             "state": self._state,
         }
         try:
-            await self._target.app(scope, self._app_inbox.receive, self._send)
+            with self._app_scope:
+                await self._target.app(scope, self._app_inbox.receive, self._send)
         except Exception as exc:
             self._error = exc
         finally:
@@ -118,7 +130,11 @@ class Lifespan:
     async def _stop(self) -> None:
         # NOTE: an app has nothing left to do once it answered; whatever it still awaits
         # (a server would exit the process here) is cancelled rather than waited for.
-        self._task_group.cancel_scope.cancel()
+        self._app_scope.cancel()
+        # NOTE: the wait for the app to end is shielded too, so that it completes when the
+        # test was cancelled; the task group's own scope is shielded, as a new scope around
+        # its exit would interleave with it.
+        self._task_group.cancel_scope.shield = True
         try:
             await self._task_group.__aexit__(None, None, None)
         finally:

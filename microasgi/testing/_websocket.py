@@ -76,7 +76,9 @@ class _Connection:
         # never answers fails with TimeoutError instead of hanging.
         self.timeout = timeout
         self.done = anyio.Event()
-        self.app_scope = anyio.CancelScope()
+        # NOTE: shielded from the test's own cancellation (a timeout around the session), so
+        # the app ends through its disconnect, as with a server.
+        self.app_scope = anyio.CancelScope(shield=True)
         self.to_app, self.app_inbox = anyio.create_memory_object_stream[Message](_TO_APP_BUFFER)
         self.to_client, self.client_inbox = anyio.create_memory_object_stream[Message](
             _TO_CLIENT_BUFFER
@@ -116,10 +118,14 @@ class _Connection:
         # never see the disconnect: after a grace period it is cancelled, as Starlette's client
         # cancels it (at once), and its `finally:` blocks run.
         grace = min(_EXIT_GRACE, self.timeout or _EXIT_GRACE)
-        with anyio.move_on_after(grace) as waiting:
+        # NOTE: the waits are shielded, so that a cancelled test still ends the app and
+        # leaves the task group (left open, it would corrupt the caller's cancel scopes);
+        # the group's own scope is shielded, as a new scope around its exit would interleave.
+        with anyio.move_on_after(grace, shield=True) as waiting:
             await self.done.wait()
         if waiting.cancelled_caught:
             self.app_scope.cancel()
+        self.task_group.cancel_scope.shield = True
         try:
             await self.task_group.__aexit__(None, None, None)
         finally:
