@@ -299,6 +299,13 @@ class WebSocket(HTTPConnection):
         """Send an ASGI message, checking it against the application state."""
         state = self.application_state
         message_type = message["type"]
+        if state is _CONNECTED and self.client_state is _DISCONNECTED:
+            # NOTE: the server reported the disconnect, so nothing more reaches the client;
+            # servers disagree on a later send (uvicorn's websockets raises RuntimeError,
+            # hypercorn, granian and daphne drop it), so answer it here, the same everywhere.
+            self.application_state = state = _DISCONNECTED
+            if message_type == "websocket.close":
+                return
         if state is _DISCONNECTED:
             if self.client_state is _DISCONNECTED:
                 # NOTE: the client is gone; every sender (several tasks may share the
@@ -632,20 +639,29 @@ def build_websocket_endpoint(func: Callable[..., Any], param_names: tuple[str, .
         except Exception as exc:
             # NOTE: a disconnect seen by several tasks of a task group arrives grouped;
             # it is still the client going away, not an error.
-            if _only_disconnects(exc):
+            errors = _errors_besides_disconnects(exc)
+            if not errors:
                 return
-            raise
-        await close_quietly(websocket, CLOSE_NORMAL, "")
+            if len(errors) > 1 or errors[0] is exc:
+                raise
+            error = errors[0]
+        else:
+            await close_quietly(websocket, CLOSE_NORMAL, "")
+            return
+        # NOTE: one error out of a task group (a WebSocketException or HTTPException raised
+        # next to a receive loop) is answered as if raised alone: its close code, not 1011.
+        # Raised outside the except block, so its own cause and context are kept.
+        raise error
 
     return app
 
 
-def _only_disconnects(exc: BaseException) -> bool:
-    """True for a WebSocketDisconnect, or an exception group holding only those."""
+def _errors_besides_disconnects(exc: BaseException) -> list[BaseException]:
+    """The exceptions in ``exc`` (an exception group flattened) but WebSocketDisconnect."""
     group = getattr(exc, "exceptions", None)
     if group is None:
-        return isinstance(exc, WebSocketDisconnect)
-    return all(_only_disconnects(inner) for inner in group)
+        return [] if isinstance(exc, WebSocketDisconnect) else [exc]
+    return [error for inner in group for error in _errors_besides_disconnects(inner)]
 
 
 def connection_of(scope: Scope, receive: Receive, send: Send) -> WebSocket:

@@ -475,20 +475,61 @@ async def test_send_to_a_client_that_left(anyio_backend: str) -> None:
 
 
 @pytest.mark.anyio
-async def test_send_after_the_disconnect_was_received_goes_to_the_server_once(
+async def test_send_after_the_disconnect_was_received_is_a_disconnect(anyio_backend: str) -> None:
+    # uvicorn's websockets raises RuntimeError for a send after it reported the disconnect,
+    # and the other servers drop it: every sender learns that the client is gone instead.
+    server = Server(disconnect(4001, "bye"))
+    ws = connect(server)
+    await ws.accept()
+    assert (await ws.receive())["type"] == "websocket.disconnect"
+    for send in (ws.send_text("late"), ws.send_bytes(b"late"), ws.send_json([1])):
+        with pytest.raises(WebSocketDisconnect) as info:
+            await send
+        assert info.value.code == 1006
+    assert ws.application_state is WebSocketState.DISCONNECTED
+    await ws.close()
+    assert server.types() == ["websocket.accept"]
+
+
+@pytest.mark.anyio
+async def test_raw_close_after_the_disconnect_was_received_sends_nothing(
     anyio_backend: str,
 ) -> None:
     server = Server(disconnect())
     ws = connect(server)
     await ws.accept()
-    assert (await ws.receive())["type"] == "websocket.disconnect"
-    await ws.send_text("late")
-    await ws.send_bytes(b"late")
-    assert server.sent[1:] == [
-        {"type": "websocket.send", "text": "late"},
-        {"type": "websocket.send", "bytes": b"late"},
-    ]
-    assert ws.application_state is WebSocketState.CONNECTED
+    await ws.receive()
+    await ws.send({"type": "websocket.close", "code": 1000})
+    assert server.types() == ["websocket.accept"]
+    assert ws.application_state is WebSocketState.DISCONNECTED
+
+
+@pytest.mark.anyio
+async def test_a_sender_task_ends_when_the_receiver_sees_the_disconnect(
+    anyio_backend: str,
+) -> None:
+    # A broadcast-style sender next to an `async for` receiver: once the receiver has the
+    # disconnect the sender's next send raises, whatever the server does with late sends.
+    sent_by_sender: list[int] = []
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+
+        async def sender() -> None:
+            for n in range(300):
+                await ws.send_text(str(n))
+                sent_by_sender.append(n)
+                await anyio.sleep(0.01)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sender)
+            async for _ in ws.iter_text():
+                pass
+
+    server = Server(text("a"), 0.05, disconnect())
+    await run_endpoint(handler, server)
+    assert 0 < len(sent_by_sender) < 100
+    assert server.types() == ["websocket.accept"] + ["websocket.send"] * len(sent_by_sender)
 
 
 @pytest.mark.anyio
@@ -1690,6 +1731,59 @@ async def test_other_grouped_errors_still_fail(anyio_backend: str) -> None:
     server = Server()
     await run_endpoint(handler, server)
     assert server.sent[-1]["code"] == 1011
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("error", "code", "reason"),
+    [
+        (WebSocketException(4001, "nope"), 4001, "nope"),
+        (HTTPException(403, "forbidden"), 1008, "forbidden"),
+    ],
+)
+async def test_one_error_from_a_task_group_is_answered_as_if_raised_alone(
+    anyio_backend: str, error: Exception, code: int, reason: str
+) -> None:
+    # A task group wraps the one error of a task next to the receive loop in a group.
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+
+        async def leave() -> None:
+            raise WebSocketDisconnect(1001)
+
+        async def refuse() -> None:
+            await ws.receive_text()
+            raise error
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(leave)
+            tg.start_soon(refuse)
+
+    server = Server(text("a"))
+    await run_endpoint(handler, server)
+    assert server.sent[-1] == {"type": "websocket.close", "code": code, "reason": reason}
+
+
+def test_one_error_from_a_task_group_reaches_the_test_alone() -> None:
+    app = App()
+
+    @app.websocket("/ws")
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+
+        async def fail() -> None:
+            try:
+                {}["missing"]
+            except KeyError as exc:
+                raise Boom("in a task") from exc
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(fail)
+
+    with TestClient(app) as client, pytest.raises(Boom) as info:
+        with client.websocket_connect("/ws") as session:
+            session.receive_text()
+    assert isinstance(info.value.__cause__, KeyError)
 
 
 class CopyScope:

@@ -236,6 +236,18 @@ def test_client_closes_with_code_and_reason(server: Running) -> None:
     assert (seen["code"], seen["reason"]) == server.spec.client_close
 
 
+def test_send_after_the_client_left_is_a_disconnect(server: Running) -> None:
+    # uvicorn's websockets raises RuntimeError for it, the others drop it silently
+    key = uuid.uuid4().hex
+    with server.connect(f"/late-send/{key}") as ws:
+        ws.close()
+    deadline = time.monotonic() + 5
+    while not (seen := server.get(f"/closes/{key}")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert seen == {"late_send": 1006}
+    assert f"in WEBSOCKET /late-send/{key}" not in server.log_text()  # nothing logged
+
+
 def test_denial_response(server: Running) -> None:
     error = refused(server, "/deny")
     if server.spec.denial_response:

@@ -57,6 +57,19 @@ async def record(ws: WebSocket, key: str) -> None:
         raise
 
 
+@app.websocket("/late-send/{key}")
+async def late_send(ws: WebSocket, key: str) -> None:
+    await ws.accept()
+    async for _ in ws.iter_text():
+        pass
+    try:
+        await ws.send_text("after the client left")
+    except WebSocketDisconnect as exc:
+        closes[key] = {"late_send": exc.code}
+        raise
+    closes[key] = {"late_send": "sent"}
+
+
 @app.get("/closes/{key}")
 async def get_close(request: Request, key: str) -> Any:
     return closes.get(key, {})
