@@ -41,12 +41,32 @@ _CONTENT_TYPES_MAX = 256
 
 def _content_type(media_type: str, charset: str) -> bytes:
     value = media_type
-    if media_type.startswith("text/") and "charset=" not in media_type.lower():
+    # NOTE: media types are case-insensitive (RFC 9110, 8.3.1): "Text/HTML" is text too.
+    if media_type[:5].lower() == "text/" and "charset=" not in media_type.lower():
         value = f"{media_type}; charset={charset}"
     encoded = encode_header("content-type", value)[1]
     if len(_content_types) < _CONTENT_TYPES_MAX:
         _content_types[media_type, charset] = encoded
     return encoded
+
+
+HeadersArg = Mapping[str, str] | Iterable[tuple[str, str]]
+"""Response headers: a mapping, or (name, value) pairs, which may repeat a name."""
+
+
+def _charset_of(media_type: str) -> str | None:
+    """The `charset` parameter of `media_type`, if it has one."""
+    _, found, rest = media_type.lower().partition("charset=")
+    if not found:
+        return None
+    return rest.split(";", 1)[0].strip().strip('"') or None
+
+
+def _without_length(raw_headers: RawHeaders) -> RawHeaders:
+    # NOTE: 1xx, 204 and 304 responses have no body (RFC 9110, 6.4.1), so no Content-Length
+    # may frame one: one left from the body (the status set after construction) or given
+    # by hand makes uvicorn wait for those bytes, log an error and drop the connection.
+    return [item for item in raw_headers if item[0] != _CONTENT_LENGTH]
 
 
 def _websocket_denial_send(send: Send) -> Send:
@@ -61,9 +81,9 @@ def _websocket_denial_send(send: Send) -> Send:
 class Response:
     """An HTTP response with a body known up front.
 
-    `content` is `bytes`, `str` (encoded with `charset`) or `None`; `headers` a mapping
-    whose names and values are checked (`ValueError` on CR, LF or NUL). `background` runs
-    after the body is sent.
+    `content` is `bytes`, `str` (encoded with `charset`, or with the charset `media_type`
+    names) or `None`; `headers` a mapping or (name, value) pairs, whose names and values are
+    checked (`ValueError` on CR, LF or NUL). `background` runs after the body is sent.
     """
 
     media_type: str | None = None
@@ -73,16 +93,24 @@ class Response:
         self,
         content: Any = None,
         status_code: int = 200,
-        headers: Mapping[str, str] | None = None,
+        headers: HeadersArg | None = None,
         media_type: str | None = None,
         background: BackgroundTask | None = None,
     ) -> None:
         self.status_code = status_code
         if media_type is not None:
-            self.media_type = media_type
+            self._set_media_type(media_type)
         self.background = background
         self.body = self.render(content)
         self.init_headers(headers)
+
+    def _set_media_type(self, media_type: str) -> None:
+        self.media_type = media_type
+        # NOTE: text is encoded in the charset the Content-Type announces; encoded in the
+        # class's utf-8 under "charset=latin-1", it would reach the client garbled.
+        charset = _charset_of(media_type)
+        if charset is not None:
+            self.charset = charset
 
     def render(self, content: Any) -> bytes:
         """Turn `content` into the body bytes."""
@@ -99,13 +127,14 @@ class Response:
             "use JSONResponse for other data"
         )
 
-    def init_headers(self, headers: Mapping[str, str] | None = None) -> None:
+    def init_headers(self, headers: HeadersArg | None = None) -> None:
         """Build `raw_headers` from `headers`, adding content-length and content-type."""
         if headers is None:
             raw_headers: RawHeaders = []
             add_length = add_type = True
         else:
-            raw_headers = [encode_header(name, value) for name, value in headers.items()]
+            pairs = headers.items() if isinstance(headers, Mapping) else headers
+            raw_headers = [encode_header(name, value) for name, value in pairs]
             names = {name for name, _ in raw_headers}
             add_length = _CONTENT_LENGTH not in names
             add_type = _CONTENT_TYPE not in names
@@ -194,11 +223,13 @@ class Response:
             send = _websocket_denial_send(send)
         status = self.status_code
         body = self.body
-        if body and (status < 200 or status == 204 or status == 304):
+        headers = self.raw_headers
+        if status < 200 or status == 204 or status == 304:
             # NOTE: these statuses have no body (RFC 9110, 6.4.1); sent anyway it would be
             # read as the start of the next response on a kept-alive connection.
             body = b""
-        await send({"type": "http.response.start", "status": status, "headers": self.raw_headers})
+            headers = _without_length(headers)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         if self.background is not None:
             await self.background()
@@ -308,7 +339,7 @@ class RedirectResponse(Response):
         self,
         url: str | URL,
         status_code: int = 307,
-        headers: Mapping[str, str] | None = None,
+        headers: HeadersArg | None = None,
         background: BackgroundTask | None = None,
     ) -> None:
         super().__init__(b"", status_code, headers, None, background)
@@ -387,7 +418,7 @@ class StreamingResponse(Response):
         self,
         content: ContentStream,
         status_code: int = 200,
-        headers: Mapping[str, str] | None = None,
+        headers: HeadersArg | None = None,
         media_type: str | None = None,
         background: BackgroundTask | None = None,
     ) -> None:
@@ -397,7 +428,7 @@ class StreamingResponse(Response):
             self.body_iterator = iterate_in_threadpool(content)
         self.status_code = status_code
         if media_type is not None:
-            self.media_type = media_type
+            self._set_media_type(media_type)
         self.background = background
         self.init_headers(headers)
 
@@ -408,7 +439,16 @@ class StreamingResponse(Response):
         disconnect); the body iterator is closed in every case.
         """
         try:
-            await _send_or_gone(send, self._start_message())
+            start = self._start_message()
+            status = start["status"]
+            if status < 200 or status == 204 or status == 304:
+                # NOTE: no body for these statuses (see Response.__call__); the iterator is
+                # closed unread below.
+                start["headers"] = _without_length(start["headers"])
+                await _send_or_gone(send, start)
+                await _send_or_gone(send, {"type": "http.response.body", "body": b""})
+                return
+            await _send_or_gone(send, start)
             charset = self.charset
             sent = 0
             async for chunk in self.body_iterator:

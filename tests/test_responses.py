@@ -150,6 +150,52 @@ async def test_a_status_changed_to_204_after_construction_sends_no_body() -> Non
     assert body_of(await call(response)) == b""
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("status_code", [103, 204, 304])
+async def test_bodiless_statuses_send_no_content_length(status_code: int) -> None:
+    # A Content-Length there frames a body that never comes: uvicorn waits for it, logs an
+    # error and drops the connection.
+    stale = PlainTextResponse("gone")
+    stale.status_code = status_code
+    given = Response(status_code=status_code, headers={"content-length": "5", "etag": '"v1"'})
+    for response in (stale, given):
+        start, body = await call(response)
+        assert start["status"] == status_code
+        assert b"content-length" not in dict(start["headers"])
+        assert body == {"type": "http.response.body", "body": b""}
+    assert given.headers["content-length"] == "5"
+    assert dict(stale.raw_headers)[b"content-type"] == b"text/plain; charset=utf-8"
+
+
+def test_str_content_is_encoded_in_the_charset_of_the_media_type() -> None:
+    response = PlainTextResponse("caf\u00e9", media_type="text/plain; Charset=ISO-8859-1")
+    assert response.body == b"caf\xe9"
+    assert response.headers["content-type"] == "text/plain; Charset=ISO-8859-1"
+    quoted = HTMLResponse("\u00e9", media_type='text/html; charset="latin-1"; x=y')
+    assert quoted.body == b"\xe9"
+    assert Response("\u00e9", media_type="text/plain; charset=").body == b"\xc3\xa9"
+    assert PlainTextResponse("\u00e9").body == b"\xc3\xa9"  # the class stays utf-8
+    with pytest.raises(LookupError):
+        PlainTextResponse("x", media_type="text/plain; charset=no-such-codec")
+
+
+def test_media_types_are_text_whatever_their_case() -> None:
+    response = Response("x", media_type="Text/HTML")
+    assert response.headers["content-type"] == "Text/HTML; charset=utf-8"
+
+
+def test_headers_as_pairs_may_repeat_a_name() -> None:
+    pairs = [("Set-Cookie", "a=1"), ("set-cookie", "b=2"), ("content-type", "x/y")]
+    response = PlainTextResponse("x", headers=pairs)
+    assert response.headers.getlist("set-cookie") == ["a=1", "b=2"]
+    assert response.headers.getlist("content-type") == ["x/y"]
+    redirect = RedirectResponse("/b", headers=(("x-a", "1"), ("x-a", "2")))
+    assert redirect.headers.getlist("x-a") == ["1", "2"]
+    assert redirect.headers["location"] == "/b"
+    with pytest.raises(ValueError, match="CR, LF and NUL"):
+        Response(headers=[("x-a", "1\r\nx-b: 2")])
+
+
 def test_given_headers_are_kept_and_not_duplicated() -> None:
     response = Response(
         "body",
@@ -519,6 +565,35 @@ async def test_streaming_response_from_a_sync_iterator_runs_it_in_worker_threads
     assert messages[0]["headers"] == []
     assert body_of(messages) == b"abc"
     assert threads[0] != threading.get_ident()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("status_code", [204, 304])
+async def test_streaming_bodiless_statuses_send_no_body(status_code: int) -> None:
+    produced: list[bytes] = []
+
+    async def chunks() -> AsyncIterator[bytes]:
+        produced.append(b"abc")  # pragma: no cover
+        yield b"abc"  # pragma: no cover
+
+    ran: list[str] = []
+    response = StreamingResponse(
+        chunks(),
+        status_code=status_code,
+        headers={"content-length": "3"},
+        background=BackgroundTask(ran.append, "task"),
+    )
+    start, body = await call(response)
+    assert (start["status"], start["headers"]) == (status_code, [])
+    assert body == {"type": "http.response.body", "body": b""}
+    assert produced == []
+    assert ran == ["task"]
+
+
+@pytest.mark.anyio
+async def test_streaming_str_chunks_use_the_charset_of_the_media_type() -> None:
+    response = StreamingResponse(numbers(1), media_type="text/plain; charset=utf-16-le")
+    assert body_of(await call(response)) == "0".encode("utf-16-le")
 
 
 @pytest.mark.anyio

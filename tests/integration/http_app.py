@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 
 from microasgi import App, BackgroundTask, HTTPException, Request, StreamingResponse
+from microasgi.responses import PlainTextResponse, Response
 
 
 @asynccontextmanager
@@ -90,6 +91,19 @@ async def disconnects(request: Request) -> dict[str, list[str]]:
 @app.get("/teapot")
 async def teapot(request: Request) -> None:
     raise HTTPException(418, "short and stout")
+
+
+@app.get("/not-modified")
+async def not_modified(request: Request) -> Response:
+    # The headers of the full response, Content-Length included, as a cache might copy them.
+    return Response(status_code=304, headers={"etag": '"v1"', "content-length": "5"})
+
+
+@app.get("/no-content")
+async def no_content(request: Request) -> Response:
+    response = PlainTextResponse("gone")
+    response.status_code = 204
+    return response
 
 
 @app.get("/boom")

@@ -67,6 +67,25 @@ def test_unhandled_error_is_a_500_logged_once(client: httpx.Client, server: Serv
     assert log.count("RuntimeError: integration failure") == 1
 
 
+@pytest.mark.parametrize("path", ["/not-modified", "/no-content"])
+def test_bodiless_responses_keep_the_connection(server: ServerProcess, path: str) -> None:
+    # A Content-Length on a 204/304 made uvicorn wait for a body, log an error and drop
+    # the connection: the request pipelined behind it went unanswered.
+    with socket.create_connection((HOST, server.port), timeout=5) as sock:
+        request = f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        sock.sendall(request + b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while not data.endswith(b"Hello, World!"):
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed after {data!r}"
+            data += chunk
+    first, _, rest = data.partition(b"\r\n\r\n")
+    assert first.split(b" ")[1] in (b"204", b"304")
+    assert b"content-length" not in first.lower()
+    assert rest.startswith(b"HTTP/1.1 200")
+    assert f"Unhandled RuntimeError in GET {path}" not in server.log_text()
+
+
 def test_bodies_json_and_limits(client: httpx.Client) -> None:
     assert client.post("/echo", json={"a": [1, 2]}).json() == {"a": [1, 2]}
     assert (
