@@ -62,7 +62,8 @@ def _charset_of(media_type: str) -> str | None:
     return rest.split(";", 1)[0].strip().strip('"') or None
 
 
-def _without_length(raw_headers: RawHeaders) -> RawHeaders:
+def without_length(raw_headers: RawHeaders) -> RawHeaders:
+    """``raw_headers`` without Content-Length, for a response that has no body."""
     # NOTE: 1xx, 204 and 304 responses have no body (RFC 9110, 6.4.1), so no Content-Length
     # may frame one: one left from the body (the status set after construction) or given
     # by hand makes uvicorn wait for those bytes, log an error and drop the connection.
@@ -228,7 +229,7 @@ class Response:
             # NOTE: these statuses have no body (RFC 9110, 6.4.1); sent anyway it would be
             # read as the start of the next response on a kept-alive connection.
             body = b""
-            headers = _without_length(headers)
+            headers = without_length(headers)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         if self.background is not None:
@@ -444,7 +445,7 @@ class StreamingResponse(Response):
             if status < 200 or status == 204 or status == 304:
                 # NOTE: no body for these statuses (see Response.__call__); the iterator is
                 # closed unread below.
-                start["headers"] = _without_length(start["headers"])
+                start["headers"] = without_length(start["headers"])
                 await _send_or_gone(send, start)
                 await _send_or_gone(send, {"type": "http.response.body", "body": b""})
                 return

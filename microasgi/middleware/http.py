@@ -33,7 +33,13 @@ from microasgi._utils import callable_name
 from microasgi.background import BackgroundTask
 from microasgi.exceptions import ClientDisconnect
 from microasgi.requests import BODY_KEY, FORM_KEY, Request
-from microasgi.responses import DISCONNECT_WATCH, DisconnectWatch, Response, StreamingResponse
+from microasgi.responses import (
+    DISCONNECT_WATCH,
+    DisconnectWatch,
+    Response,
+    StreamingResponse,
+    without_length,
+)
 from microasgi.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
 
 __all__ = ["CallNext", "DispatchFunction", "HTTPMiddleware"]
@@ -93,7 +99,7 @@ class HTTPMiddleware:
                 # rather than through one more coroutine; _Below.pass_on() does the same.
                 start = below._start
                 if below._raw is not None or below.status_code != start["status"]:
-                    start = {**start, "status": below.status_code, "headers": below.raw_headers}
+                    start, send = below.changed_start(send)
                 below._forward = send
                 try:
                     await send(start)
@@ -465,11 +471,25 @@ class _Below(StreamingResponse):
             "body, return a new StreamingResponse(...)"
         )
 
+    def changed_start(self, send: Send) -> tuple[Message, Send]:
+        """The start message with the middleware's status and headers, and the body's ``send``.
+
+        A status made bodiless (a 304 for a matching ETag) sends the body of the app below
+        empty and no Content-Length, which would otherwise be read as the start of the next
+        response on the connection.
+        """
+        status = self.status_code
+        start = {**self._start, "status": status, "headers": self.raw_headers}
+        if status < 200 or status == 204 or status == 304:
+            start["headers"] = without_length(start["headers"])
+            send = _bodiless(send)
+        return start, send
+
     async def pass_on(self, send: Send) -> None:
         """Send the start message; the app below then sends the rest to ``send`` itself."""
         start = self._start
         if self._raw is not None or self.status_code != start["status"]:
-            start = {**start, "status": self.status_code, "headers": self.raw_headers}
+            start, send = self.changed_start(send)
         self._forward = send
         try:
             await send(start)
@@ -496,6 +516,21 @@ class _Below(StreamingResponse):
         # NOTE: the middleware read part of the body: the rest goes out as a stream.
         self._sent = True
         await super().__call__(scope, receive, send)
+
+
+def _bodiless(send: Send) -> Send:
+    """``send`` for a response with no body: body messages go on empty."""
+
+    async def send_bodiless(message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.body":
+            more_body = message.get("more_body", False)
+            message = {"type": kind, "body": b"", "more_body": more_body}
+        elif kind == "http.response.pathsend":
+            message = {"type": "http.response.body", "body": b""}
+        await send(message)
+
+    return send_bodiless
 
 
 def _receive_below(request: Request, receive: Receive) -> Receive:

@@ -80,6 +80,37 @@ def test_only_the_status_changed(client_factory: ClientFactory) -> None:
         assert response.headers["content-type"] == "text/plain; charset=utf-8"
 
 
+@pytest.mark.parametrize("read_first", [False, True])
+def test_a_status_made_bodiless_sends_no_body(
+    client_factory: ClientFactory, read_first: bool
+) -> None:
+    app = App()
+    ran: list[str] = []
+
+    @app.middleware("http")
+    async def not_modified(request: Request, call_next: CallNext) -> Response:
+        response = await call_next(request)
+        if request.headers.get("if-none-match") != response.headers.get("etag"):
+            return response
+        if read_first:
+            await response.body_iterator.__anext__()
+        response.status_code = 304
+        return response
+
+    @app.get("/")
+    async def index(request: Request) -> Response:
+        task = BackgroundTask(ran.append, "background")
+        return PlainTextResponse("hello", headers={"etag": '"v1"'}, background=task)
+
+    with client_factory(app) as client:
+        response = client.get("/", headers={"if-none-match": '"v1"'})
+        assert (response.status_code, response.content) == (304, b"")
+        assert "content-length" not in response.headers
+        assert response.headers["etag"] == '"v1"'
+        assert client.get("/").text == "hello"
+    assert ran == ["background"] * 2
+
+
 def test_a_shared_response_is_not_changed(client_factory: ClientFactory) -> None:
     shared = PlainTextResponse("shared")
     app = App()
