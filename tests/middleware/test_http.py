@@ -1278,6 +1278,16 @@ async def test_pathsend_passes_through_or_is_read(tmp_path: Path) -> None:
     await HTTPMiddleware(send_path, read_one)(http_scope(), server.receive, server.send)
     assert len(server.body) == 64 * 1024
 
+    async def not_modified(request: Request, call_next: CallNext) -> Response:
+        response = await call_next(request)
+        response.status_code = 304
+        return response
+
+    server = Server()
+    await HTTPMiddleware(send_path, not_modified)(http_scope(), server.receive, server.send)
+    assert [m["type"] for m in server.messages] == ["http.response.start", "http.response.body"]
+    assert (server.messages[0]["status"], server.body) == (304, b"")
+
 
 # --- the coroutine being closed ---------------------------------------------------------------
 
