@@ -11,7 +11,8 @@ import functools
 import inspect
 import re
 import typing
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -127,16 +128,35 @@ def _resolve(annotation: str, namespace: dict[str, Any]) -> Any:
         return annotation
 
 
-def check_handler(func: Callable[..., Any], param_names: tuple[str, ...]) -> None:
+_CONVERTED_TYPES: dict[str, type] = {
+    "str": str,
+    "path": str,
+    "int": int,
+    "float": float,
+    "uuid": uuid.UUID,
+}
+"""What each built-in converter passes to the handler (a custom one's type is its own)."""
+
+_CONVERTER_OF = {str: "", int: ":int", float: ":float", uuid.UUID: ":uuid"}
+
+
+def check_handler(
+    func: Callable[..., Any],
+    param_names: tuple[str, ...],
+    converters: Mapping[str, str] | None = None,
+) -> None:
     """Refuse at registration a handler that every request would fail to call.
 
     A positional-only parameter other than the first cannot be filled: the connection is
-    the only positional argument, path parameters are passed by name.
+    the only positional argument, path parameters are passed by name. ``converters`` maps
+    each path parameter to its converter's name, checked against the handler's annotations.
     """
     try:
         parameters = list(inspect.signature(func).parameters.values())
     except (TypeError, ValueError):  # builtins and some C callables have no signature
         return
+    if converters:
+        _check_annotations(func, converters)
     for index, parameter in enumerate(parameters):
         if parameter.kind is not inspect.Parameter.POSITIONAL_ONLY:
             continue
@@ -152,6 +172,30 @@ def check_handler(func: Callable[..., Any], param_names: tuple[str, ...]) -> Non
                 "parameter without a default, which nothing passes; the connection is the "
                 "only positional argument"
             )
+
+
+def _check_annotations(func: Callable[..., Any], converters: Mapping[str, str]) -> None:
+    """Refuse a path parameter annotated with a type its converter does not pass.
+
+    ``user_id: int`` on ``{user_id}`` would get a str on every request, and fail (or match
+    nothing) far from the route; the annotation does not convert, the template does.
+    """
+    parameters = _signature(func).parameters
+    for name, converter in converters.items():
+        parameter = parameters.get(name)
+        passed = _CONVERTED_TYPES.get(converter)
+        if parameter is None or passed is None:
+            continue
+        annotation = _unwrap_annotated(parameter.annotation)
+        wanted = next((t for t in _CONVERTER_OF if annotation is t), None)
+        # NOTE: an int is a valid float (PEP 484), so float on {x:int} stands.
+        if wanted is None or wanted is passed or (wanted is float and passed is int):
+            continue
+        raise TypeError(
+            f"Handler {callable_name(func)} annotates the path parameter {name!r} as "
+            f"{wanted.__name__}, but its route passes it as {passed.__name__}; write "
+            f"'{{{name}{_CONVERTER_OF[wanted]}}}' in the path to have it converted"
+        )
 
 
 def plan_handler(
@@ -299,6 +343,14 @@ async def send_result(result: Any, scope: Scope, receive: Receive, send: Send, n
     elif isinstance(result, (bytes, bytearray, memoryview)):
         body = bytes(result)
         content_type = _BYTES_TYPE
+    elif inspect.iscoroutine(result):
+        # NOTE: closed, or it would also be reported as never awaited; the usual cause is a
+        # plain `def` decorator that hides the async handler from the start-up check.
+        result.close()
+        raise TypeError(
+            f"Handler {name} is a plain function that returned a coroutine, which is not "
+            "awaited; make it `async def`, or decorate the async handler with functools.wraps"
+        )
     else:
         raise TypeError(
             f"Handler {name} returned {type(result).__name__}; return a Response, "

@@ -240,7 +240,12 @@ def error_response(exc: Exception, scope: Scope, *, debug: bool) -> Response:
 def _debug_page(exc: Exception, text: str) -> str:
     import html  # PERF: imported on first use, to keep `import microasgi` light
 
-    title = html.escape(f"{type(exc).__name__}: {exc}")
+    try:
+        message = str(exc)
+    except Exception:
+        # NOTE: as traceback words it; raised here, the page would show this error instead.
+        message = "<exception str() failed>"
+    title = html.escape(f"{type(exc).__name__}: {message}")
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>500 Internal Server Error"
         "</title><style>body{font:14px/1.5 system-ui,sans-serif;margin:2rem;color:#222}"

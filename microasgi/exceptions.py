@@ -50,9 +50,15 @@ class HTTPException(Exception):
         detail: Any = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        # NOTE: refused here, where the mistake is made; raised, a status no server can send
+        # would only fail (or go out as sent) far from the line that wrote it.
+        if not isinstance(status_code, int) or isinstance(status_code, bool):
+            raise TypeError(f"HTTPException status_code must be an int, not {status_code!r}")
+        if not 100 <= status_code <= 599:
+            raise ValueError(f"HTTPException status_code must be 100-599, not {status_code}")
         if detail is None:
             detail = _phrase(status_code)
-        self.status_code = status_code
+        self.status_code = int(status_code)  # an HTTPStatus member too
         self.detail = detail
         self.headers = dict(headers) if headers else None
         super().__init__(status_code, detail)
@@ -68,6 +74,11 @@ class WebSocketException(Exception):
     """Close the WebSocket with ``code`` and ``reason``."""
 
     def __init__(self, code: int, reason: str | None = None) -> None:
+        # NOTE: refused where it is written, as HTTPException refuses a status, rather than
+        # when the close frame is sent. Imported here: websockets imports this module.
+        from .websockets import _check_close_code
+
+        _check_close_code(code)
         self.code = code
         self.reason = reason or ""
         super().__init__(code, self.reason)

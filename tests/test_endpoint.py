@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 
@@ -233,3 +234,99 @@ def test_an_annotated_connection_is_recognised(client_factory: ClientFactory) ->
     app.get("/a/{item_id:int}")(real)
     with client_factory(app) as client:
         assert client.get("/a/3").json() == {"id": 3, "req": "Request"}
+
+
+def test_a_path_parameter_annotated_against_its_converter_is_refused() -> None:
+    app = App()
+
+    async def plain_as_int(request: Request, user_id: int) -> None: ...
+
+    with pytest.raises(TypeError, match=r"plain_as_int annotates the path parameter 'user_id' as"):
+        app.get("/users/{user_id}")(plain_as_int)
+    with pytest.raises(TypeError, match=r"passes it as str; write '\{user_id:int\}' in the path"):
+        app.get("/users/{user_id}")(plain_as_int)
+
+    async def int_as_str(request: Request, code: str) -> None: ...
+
+    with pytest.raises(TypeError, match=r"as str, but its route passes it as int; write '{code}'"):
+        app.get("/codes/{code:int}")(int_as_str)
+
+    async def annotated_uuid(ws: Any, room: Annotated[uuid.UUID, "x"]) -> None: ...
+
+    with pytest.raises(TypeError, match=r"write '\{room:uuid\}'"):
+        app.websocket("/ws/{room:float}")(annotated_uuid)
+    assert app.routes == []
+
+
+def test_annotations_that_agree_with_the_converter_are_accepted(
+    client_factory: ClientFactory,
+) -> None:
+    app = App()
+
+    @app.get("/a/{n:int}/{x:float}/{u:uuid}/{s}/{rest:path}")
+    async def agreeing(request: Request, n: int, x: float, u: uuid.UUID, s: str, rest: str) -> str:
+        return f"{n!r} {x!r} {u!r} {s!r} {rest!r}"
+
+    @app.get("/b/{n:int}/{s}")
+    async def lenient(request: Request, n: float, s: Any) -> str:  # int is a valid float
+        return f"{n!r} {s!r}"
+
+    @app.get("/c/{s}")
+    async def unknown(request: Request, s: Undefined) -> str:  # type: ignore[name-defined]  # noqa: F821
+        return s
+
+    @app.get("/d/{n:int}")
+    async def by_kwargs(request: Request, **params: str) -> str:  # no such parameter by name
+        return repr(params)
+
+    with client_factory(app) as client:
+        assert client.get("/d/4").text == "{'n': 4}"
+        uid = "12345678-1234-5678-1234-567812345678"
+        text = client.get(f"/a/1/2.5/{uid}/s/r/t").text
+        assert text == f"1 2.5 UUID('{uid}') 's' 'r/t'"
+        assert client.get("/b/1/s").text == "1 's'"
+        assert client.get("/c/z").text == "z"
+
+
+def test_a_plain_handler_returning_a_coroutine_is_named_and_the_coroutine_closed(
+    client_factory: ClientFactory,
+) -> None:
+    ran = []
+
+    async def inner(request: Request) -> str:
+        ran.append(request)
+        return "never"
+
+    def logged(func: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(request: Request) -> Any:  # no functools.wraps: looks synchronous
+            return func(request)
+
+        return wrapper
+
+    app = App()
+    app.add_route("/coro", logged(inner))
+    with client_factory(app) as client:
+        # filterwarnings=error turns a "never awaited" coroutine into a failure here; trio
+        # refuses a coroutine from a worker thread itself, in its own words
+        error = "wrapper is a plain function that returned a coroutine|appears to be asynchr"
+        with pytest.raises(TypeError, match=error):
+            client.get("/coro")
+    assert ran == []
+
+
+def test_a_replaced_builtin_converter_is_not_checked_against_annotations(
+    monkeypatch: pytest.MonkeyPatch, client_factory: ClientFactory
+) -> None:
+    from microasgi.routing import converters
+
+    # NOTE: restore the built-in when the test ends; the registry is process-wide.
+    monkeypatch.setitem(converters._converters, "uuid", converters.get_converter("uuid"))
+    converters.register_converter("uuid", "[0-9a-f-]+", str, str)
+    app = App()
+
+    @app.get("/u/{u:uuid}")
+    async def as_text(request: Request, u: str) -> str:
+        return u
+
+    with client_factory(app) as client:
+        assert client.get("/u/12-ab").text == "12-ab"

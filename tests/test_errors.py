@@ -458,3 +458,25 @@ def test_a_plain_def_wrapper_around_an_async_exception_handler(
     with client_factory(app) as client:
         response = client.get("/")
     assert (response.status_code, response.text) == (409, "handled")
+
+
+def test_the_debug_page_of_an_exception_whose_str_fails(
+    client_factory: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no str")
+
+    app = App(debug=True)
+
+    @app.get("/")
+    async def home(request: Request) -> None:
+        raise Unprintable()
+
+    with caplog.at_level(logging.ERROR, logger="microasgi"):
+        with client_factory(app, raise_server_exceptions=False) as client:
+            response = client.get("/", headers={"accept": "text/html"})
+    assert response.status_code == 500
+    assert "<h1>Unprintable: &lt;exception str() failed&gt;</h1>" in response.text
+    assert "no str" not in response.text
+    assert microasgi_errors(caplog) == ["Unhandled Unprintable in GET /"]

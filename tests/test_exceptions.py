@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+from http import HTTPStatus
+
+import pytest
+
 from microasgi import (
     HTTPException,
     NoMatchFound,
@@ -37,3 +41,23 @@ def test_lookup_and_conflict_messages() -> None:
     conflict = RouteConflictError("first", "second")
     assert str(conflict) == "'second' conflicts with 'first'"
     assert (conflict.existing, conflict.new) == ("first", "second")
+
+
+def test_http_exception_refuses_a_status_no_response_can_have() -> None:
+    for status in (0, 99, 600, 1000, -404):
+        with pytest.raises(ValueError, match="100-599"):
+            HTTPException(status)
+    for wrong in ("404", 404.0, True, None):
+        with pytest.raises(TypeError, match="must be an int"):
+            HTTPException(wrong)  # type: ignore[arg-type]
+    exc = HTTPException(HTTPStatus.NOT_FOUND)
+    assert (type(exc.status_code), exc.status_code, exc.detail) == (int, 404, "Not Found")
+    assert HTTPException(100).status_code == 100
+
+
+def test_websocket_exception_refuses_a_code_no_close_frame_can_carry() -> None:
+    for code in (999, 1005, 1006, 1015, 5000, True):
+        with pytest.raises(ValueError, match="Invalid WebSocket close code"):
+            WebSocketException(code)
+    assert WebSocketException(4999).code == 4999
+    assert WebSocketDisconnect(1006).code == 1006  # what the peer sent, reserved or not

@@ -15,7 +15,7 @@ from microasgi.middleware import Middleware, build_stack, checked_middleware
 from microasgi.types import ASGIApp, Receive, Scope, Send
 from microasgi.websockets import build_websocket_endpoint
 
-from .converters import NO_MATCH, Converter, get_converter, quote_path
+from .converters import NO_MATCH, Converter, _CustomConverter, get_converter, quote_path
 from .tree import Template, parse_template
 
 __all__ = ["BaseRoute", "Host", "Mount", "Route", "URLPath", "WebSocketRoute"]
@@ -195,7 +195,13 @@ class _Endpoint(BaseRoute):
         self.path = path
         self.template = parse_template(path)
         self.param_names = self.template.param_names
-        check_handler(endpoint, self.param_names)
+        # NOTE: a converter registered in place of a built-in one passes its own type.
+        converters = {
+            n: c.name
+            for n, c in self.template.converters.items()
+            if not isinstance(c, _CustomConverter)
+        }
+        check_handler(endpoint, self.param_names, converters)
         self.endpoint = endpoint
         self.record = self
         """What ``scope["route"]`` shows for this route (the router's HEAD answer differs)."""

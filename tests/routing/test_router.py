@@ -267,6 +267,9 @@ def test_conflicts_raise_at_registration_naming_both() -> None:
     async def second(request: Request, y: int) -> str:
         return "2"
 
+    async def third(request: Request, y: float) -> str:
+        return "3"
+
     with pytest.raises(RouteConflictError) as info:
         app.get("/a/{y:int}")(second)
     message = str(info.value)
@@ -277,7 +280,7 @@ def test_conflicts_raise_at_registration_naming_both() -> None:
 
     # Same pattern, other methods: fine; other converter at the same place: fine.
     app.post("/a/{y:int}")(second)
-    app.get("/a/{y:float}")(second)
+    app.get("/a/{y:float}")(third)
     app.websocket("/a/{x:int}")(second)
     with pytest.raises(RouteConflictError, match="WebSocket"):
         app.websocket("/a/{z:int}")(second)
