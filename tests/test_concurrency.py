@@ -203,6 +203,32 @@ def test_nested_debug_apps_report_a_stall_once_and_stop_their_watchdog(
     assert watchdogs == []
 
 
+def assert_one_warning_for_a_blocking_handler(
+    app: Any,
+    router: Any,
+    path: str,
+    client_factory: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Serve ``app`` with a blocking ``/blocking`` on ``router`` (requested at ``path``).
+
+    Exactly one warning is logged, and it names the handler.
+    """
+    import time as _time
+
+    @router.get("/blocking")
+    async def blocking_handler(request: Any) -> str:
+        _time.sleep(0.4)
+        return "done"
+
+    with caplog.at_level(logging.WARNING, logger="microasgi"):
+        with client_factory(app) as client:
+            assert client.get(path).text == "done"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "blocking_handler" in warnings[0]
+
+
 def test_blocking_startup_and_shutdown_are_not_reported(
     client_factory: Callable[..., Any], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -224,17 +250,7 @@ def test_blocking_startup_and_shutdown_are_not_reported(
     app.on_startup(lambda: _time.sleep(0.3))
     app.on_shutdown(lambda: _time.sleep(0.3))
 
-    @app.get("/blocking")
-    async def blocking_handler(request: Any) -> str:
-        _time.sleep(0.4)
-        return "done"
-
-    with caplog.at_level(logging.WARNING, logger="microasgi"):
-        with client_factory(app) as client:
-            assert client.get("/blocking").text == "done"
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1, warnings
-    assert "blocking_handler" in warnings[0]
+    assert_one_warning_for_a_blocking_handler(app, app, "/blocking", client_factory, caplog)
 
 
 def test_a_mounted_debug_app_is_quiet_during_the_startup_of_its_parent(
@@ -252,17 +268,7 @@ def test_a_mounted_debug_app_is_quiet_during_the_startup_of_its_parent(
     app.on_startup(lambda: _time.sleep(0.3))
     app.on_shutdown(lambda: _time.sleep(0.3))
 
-    @inner.get("/blocking")
-    async def blocking_handler(request: Any) -> str:
-        _time.sleep(0.4)
-        return "done"
-
-    with caplog.at_level(logging.WARNING, logger="microasgi"):
-        with client_factory(app) as client:
-            assert client.get("/inner/blocking").text == "done"
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1, warnings
-    assert "blocking_handler" in warnings[0]
+    assert_one_warning_for_a_blocking_handler(app, inner, "/inner/blocking", client_factory, caplog)
 
 
 @pytest.mark.parametrize("suppress", [False, True])
