@@ -283,15 +283,15 @@ class WebSocket(HTTPConnection):
 
     def iter_text(self) -> AsyncIterator[str]:
         """Iterate over text messages until the client disconnects."""
-        return unfinalized(_messages(self, "text", None))
+        return _iterate_messages(self, "text", None)
 
     def iter_bytes(self) -> AsyncIterator[bytes]:
         """Iterate over binary messages until the client disconnects."""
-        return unfinalized(_messages(self, "bytes", None))
+        return _iterate_messages(self, "bytes", None)
 
     def iter_json(self, mode: str = "text") -> AsyncIterator[Any]:
         """Iterate over JSON messages until the client disconnects."""
-        return unfinalized(_messages(self, _data_key(mode), _loads))
+        return _iterate_messages(self, _data_key(mode), _loads)
 
     # -- sending --------------------------------------------------------------------
 
@@ -467,23 +467,49 @@ class WebSocket(HTTPConnection):
         await self.send(message)
 
 
-async def _messages(
-    websocket: WebSocket, key: str, decode: Callable[[Any], Any] | None
-) -> AsyncGenerator[Any, None]:
-    """Yield the data of received messages (decoded by ``decode``) until the client goes."""
+def _fast_path(websocket: WebSocket, key: str) -> tuple[Receive, int]:
+    """Return the receive to await, and a length of data that is within the limits."""
     idle_timeout = websocket._idle_timeout
     max_size = websocket._max_size
     receive: Receive = websocket._receive
     if idle_timeout is not None:
         receive = functools.partial(websocket._receive_or_idle, idle_timeout)
     if idle_timeout is not None or websocket._max_rate is not None:
-        short = -1  # every message is counted by _admit()
-    elif max_size is None:
-        short = sys.maxsize
-    else:
-        # PERF: data this short is within max_message_size whatever it holds (a
-        # character is at most 4 bytes in UTF-8), so the fast path compares lengths.
-        short = max_size // 4 if key == "text" else max_size
+        return receive, -1  # every message is counted by _admit()
+    if max_size is None:
+        return receive, sys.maxsize
+    # PERF: data this short is within max_message_size whatever it holds (a character is
+    # at most 4 bytes in UTF-8), so the fast path compares lengths.
+    return receive, max_size // 4 if key == "text" else max_size
+
+
+async def _next_slowly(websocket: WebSocket, key: str, message: Message | None) -> Any:
+    """Return the data of the next message off the fast path, or ``_END`` when it ends.
+
+    ``message`` was received in session and left by the fast path; it is None when the
+    connection is not in session (before accept, or after the application closed).
+    """
+    if message is not None:
+        broken = websocket._admit(message)
+        if broken is not None:
+            try:
+                await websocket._close_for_limit(*broken)
+            except WebSocketDisconnect:
+                return _END
+    elif websocket.client_state is _DISCONNECTED:
+        return _END
+    else:  # before accept() (an error) or after close() (the remaining messages)
+        message = await websocket._receive_outside_session()
+    if message["type"] == _DISCONNECT:
+        return _END
+    return _data(message, key)
+
+
+async def _messages(
+    websocket: WebSocket, key: str, decode: Callable[[Any], Any] | None
+) -> AsyncGenerator[Any, None]:
+    """Yield the data of received messages (decoded by ``decode``) until the client goes."""
+    receive, short = _fast_path(websocket, key)
     yield None  # NOTE: the step unfinalized() takes; the handler never sees it.
     while True:
         if websocket._live:
@@ -501,20 +527,62 @@ async def _messages(
             if data is not None and len(data) <= short:
                 yield data if decode is None else decode(data)
                 continue
-            broken = websocket._admit(message)
-            if broken is not None:
-                try:
-                    await websocket._close_for_limit(*broken)
-                except WebSocketDisconnect:
-                    return
-        elif websocket.client_state is _DISCONNECTED:
+            data = await _next_slowly(websocket, key, message)
+        else:
+            data = await _next_slowly(websocket, key, None)
+        if data is _END:
             return
-        else:  # before accept() (an error) or after close() (the remaining messages)
-            message = await websocket._receive_outside_session()
-        if message["type"] == _DISCONNECT:
-            return
-        data = _data(message, key)
         yield data if decode is None else decode(data)
+
+
+def _generated_messages(
+    websocket: WebSocket, key: str, decode: Callable[[Any], Any] | None
+) -> AsyncIterator[Any]:
+    """Iterate over ``_messages()``, stepped past its first ``yield``."""
+    return unfinalized(_messages(websocket, key, decode))
+
+
+class _MessageIterator:
+    """What ``_messages()`` yields, as an iterator whose every step is one coroutine."""
+
+    __slots__ = ("_decode", "_key", "_receive", "_short", "_websocket")
+
+    def __init__(self, websocket: WebSocket, key: str, decode: Callable[[Any], Any] | None) -> None:
+        self._websocket = websocket
+        self._key = key
+        self._decode = decode
+        self._receive, self._short = _fast_path(websocket, key)
+
+    def __aiter__(self) -> _MessageIterator:
+        return self
+
+    async def __anext__(self) -> Any:
+        websocket = self._websocket
+        if websocket._live:
+            try:
+                message = await self._receive()
+            except WebSocketDisconnect:  # closed for being idle
+                raise StopAsyncIteration from None
+            try:
+                data = message[self._key]
+            except KeyError:
+                data = None
+            if data is not None and len(data) <= self._short:
+                return data if self._decode is None else self._decode(data)
+            data = await _next_slowly(websocket, self._key, message)
+        else:
+            data = await _next_slowly(websocket, self._key, None)
+        if data is _END:
+            raise StopAsyncIteration
+        return data if self._decode is None else self._decode(data)
+
+
+# PERF: per message, an async generator step costs less than a coroutine call up to
+# Python 3.11 and more from 3.12 on. The WebSocket echo benchmark, generator against
+# iterator: 1.49x raw ASGI against 1.59x on 3.11, 1.78x against 1.54x on 3.12.
+_iterate_messages: Callable[[WebSocket, str, Callable[[Any], Any] | None], AsyncIterator[Any]] = (
+    _MessageIterator if sys.version_info >= (3, 12) else _generated_messages
+)
 
 
 _HINTS = {
@@ -563,6 +631,7 @@ def _unexpected_receive(expected: Iterable[str], message: Message) -> RuntimeErr
 _RECEIVE = "websocket.receive"
 MAX_CLOSE_REASON = 123  # RFC 6455 5.5: 125 bytes of payload, 2 for the code
 _DISCONNECT = "websocket.disconnect"
+_END = object()  # what _next_slowly() returns when the messages end
 _WRONG_TYPE = {"text": "Expected a text message", "bytes": "Expected a binary message"}
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
+from microasgi import websockets
 from microasgi._errors import ExceptionHandlers
 from microasgi.app import App
 from microasgi.exceptions import HTTPException, WebSocketDisconnect, WebSocketException
@@ -106,6 +107,16 @@ def connect(server: Server, **scope_options: Any) -> WebSocket:
 
 
 CLOSE_1000 = {"type": "websocket.close", "code": 1000, "reason": ""}
+
+
+@pytest.fixture(params=["generator", "iterator"])
+def message_iteration(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the test with each way iter_*() can iterate; each Python takes one of the two."""
+    iterate = {
+        "generator": websockets._generated_messages,
+        "iterator": websockets._MessageIterator,
+    }[request.param]
+    monkeypatch.setattr(websockets, "_iterate_messages", iterate)
 
 
 # -- the connection --------------------------------------------------------------------
@@ -338,7 +349,9 @@ async def test_close_twice_sends_one_close(anyio_backend: str) -> None:
 
 
 @pytest.mark.anyio
-async def test_close_after_the_client_left_sends_nothing(anyio_backend: str) -> None:
+async def test_close_after_the_client_left_sends_nothing(
+    anyio_backend: str, message_iteration: None
+) -> None:
     server = Server(disconnect(1001))
     ws = connect(server)
     await ws.accept()
@@ -507,6 +520,7 @@ async def test_raw_close_after_the_disconnect_was_received_sends_nothing(
 @pytest.mark.anyio
 async def test_a_sender_task_ends_when_the_receiver_sees_the_disconnect(
     anyio_backend: str,
+    message_iteration: None,
 ) -> None:
     # A broadcast-style sender next to an `async for` receiver: once the receiver has the
     # disconnect the sender's next send raises, whatever the server does with late sends.
@@ -636,7 +650,7 @@ async def test_disconnect_without_code(anyio_backend: str) -> None:
 
 
 @pytest.mark.anyio
-async def test_iterators_end_on_disconnect(anyio_backend: str) -> None:
+async def test_iterators_end_on_disconnect(anyio_backend: str, message_iteration: None) -> None:
     ws = connect(Server(text("a"), text("b"), disconnect()))
     await ws.accept()
     assert [m async for m in ws.iter_text()] == ["a", "b"]
@@ -655,7 +669,7 @@ async def test_iterators_end_on_disconnect(anyio_backend: str) -> None:
 
 
 @pytest.mark.anyio
-async def test_iterating_again_after_the_end(anyio_backend: str) -> None:
+async def test_iterating_again_after_the_end(anyio_backend: str, message_iteration: None) -> None:
     ws = connect(Server(text("a"), disconnect()), limits=Limits(max_message_size=None))
     await ws.accept()
     messages = ws.iter_text()
@@ -665,7 +679,9 @@ async def test_iterating_again_after_the_end(anyio_backend: str) -> None:
 
 
 @pytest.mark.anyio
-async def test_leaving_the_loop_early_leaves_nothing_to_finalize(anyio_backend: str) -> None:
+async def test_leaving_the_loop_early_leaves_nothing_to_finalize(
+    anyio_backend: str, message_iteration: None
+) -> None:
     hooks = sys.get_asyncgen_hooks()
     ws = connect(Server(text("a"), text("b"), disconnect()))
     await ws.accept()
@@ -684,7 +700,7 @@ async def test_leaving_the_loop_early_leaves_nothing_to_finalize(anyio_backend: 
 
 
 @pytest.mark.anyio
-async def test_iterating_before_accept(anyio_backend: str) -> None:
+async def test_iterating_before_accept(anyio_backend: str, message_iteration: None) -> None:
     ws = connect(Server(text("a")))
     with pytest.raises(RuntimeError, match=r"call await ws\.accept"):
         async for _ in ws.iter_text():
@@ -692,7 +708,9 @@ async def test_iterating_before_accept(anyio_backend: str) -> None:
 
 
 @pytest.mark.anyio
-async def test_iterating_after_close_drains_what_was_in_flight(anyio_backend: str) -> None:
+async def test_iterating_after_close_drains_what_was_in_flight(
+    anyio_backend: str, message_iteration: None
+) -> None:
     server = Server(text("a"), text("late"), disconnect())
     ws = connect(server)
     await ws.accept()
@@ -854,7 +872,9 @@ async def test_max_message_size(anyio_backend: str, message: Message, allowed: b
 
 
 @pytest.mark.anyio
-async def test_oversized_message_ends_the_iterator(anyio_backend: str) -> None:
+async def test_oversized_message_ends_the_iterator(
+    anyio_backend: str, message_iteration: None
+) -> None:
     server = Server(text("ok"), text("x" * 2000), text("never"))
     ws = connect(server, limits=Limits(max_message_size=1000))
     await ws.accept()
@@ -912,7 +932,7 @@ async def test_idle_timeout_closes_with_1001(anyio_backend: str) -> None:
 
 
 @pytest.mark.anyio
-async def test_idle_timeout_ends_the_iterator(anyio_backend: str) -> None:
+async def test_idle_timeout_ends_the_iterator(anyio_backend: str, message_iteration: None) -> None:
     server = Server(text("a"))
     ws = connect(server, limits=Limits(websocket_idle_timeout=0.02))
     await ws.accept()
@@ -922,7 +942,7 @@ async def test_idle_timeout_ends_the_iterator(anyio_backend: str) -> None:
 
 
 @pytest.mark.anyio
-async def test_rate_limit_closes_with_1008(anyio_backend: str) -> None:
+async def test_rate_limit_closes_with_1008(anyio_backend: str, message_iteration: None) -> None:
     server = Server(*[text(str(i)) for i in range(10)])
     ws = connect(server, limits=Limits(websocket_max_rate=3))
     await ws.accept()
@@ -937,7 +957,7 @@ async def test_rate_limit_closes_with_1008(anyio_backend: str) -> None:
 
 
 @pytest.mark.anyio
-async def test_rate_limit_refills_over_time(anyio_backend: str) -> None:
+async def test_rate_limit_refills_over_time(anyio_backend: str, message_iteration: None) -> None:
     burst = [text("burst")] * 10
     server = Server(*burst, 0.25, text("a"), text("b"), text("c"), text("d"))
     ws = connect(server, limits=Limits(websocket_max_rate=10))
@@ -1043,7 +1063,7 @@ def test_endpoint_must_be_async() -> None:
 
 
 @pytest.mark.anyio
-async def test_echo_endpoint(anyio_backend: str) -> None:
+async def test_echo_endpoint(anyio_backend: str, message_iteration: None) -> None:
     async def echo(ws: WebSocket) -> None:
         await ws.accept()
         async for message in ws.iter_text():
@@ -1145,7 +1165,9 @@ async def test_websocket_exception_when_the_client_is_gone(anyio_backend: str) -
 
 
 @pytest.mark.anyio
-async def test_malformed_json_from_the_client_closes_1007(anyio_backend: str) -> None:
+async def test_malformed_json_from_the_client_closes_1007(
+    anyio_backend: str, message_iteration: None
+) -> None:
     async def handler(ws: WebSocket) -> None:
         await ws.accept()
         async for _ in ws.iter_json():
@@ -1335,7 +1357,9 @@ async def test_not_found_without_the_extension(anyio_backend: str) -> None:
 
 
 @pytest.mark.anyio
-async def test_not_found_when_the_client_is_gone(anyio_backend: str) -> None:
+async def test_not_found_when_the_client_is_gone(
+    anyio_backend: str, message_iteration: None
+) -> None:
     server = Server()
     server.incoming = [disconnect(1006)]
     await websocket_not_found(make_scope(), server.receive, server.send)
