@@ -32,6 +32,9 @@ _SAME_SITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
 # NOTE: a browser sends every cookie of a name that its domain and path match; a handful
 # is what happens, more is a client sending junk that each costs an HMAC.
 _MAX_SAME_NAME = 16
+# NOTE: an unchanged session is signed again once its cookie is older than this, so that
+# max_age counts from the last request (give or take this) without a Set-Cookie on each.
+_RESIGN_AFTER = 60
 
 
 def signing_keys(secret_key: SecretKey, purpose: bytes) -> list[bytes]:
@@ -91,10 +94,18 @@ def sign(key: bytes, message: str) -> str:
 
 def verify(keys: list[bytes], message: str, signature: str) -> bool:
     """Return whether ``signature`` signs ``message`` under one of ``keys``."""
+    return signed_by(keys, message, signature) is not None
+
+
+def signed_by(keys: list[bytes], message: str, signature: str) -> int | None:
+    """The index in ``keys`` of the key whose ``signature`` signs ``message``, or None."""
     # SECURITY: compare_digest takes the same time wherever the values differ; bytes,
     # because a client may send characters it refuses in strings.
     given = signature.encode()
-    return any(hmac.compare_digest(sign(key, message).encode(), given) for key in keys)
+    for index, key in enumerate(keys):
+        if hmac.compare_digest(sign(key, message).encode(), given):
+            return index
+    return None
 
 
 class SessionMiddleware:
@@ -103,8 +114,10 @@ class SessionMiddleware:
     The cookie holds the session as base64url JSON, the time it was signed and an
     HMAC-SHA256 signature; it is readable by the client but cannot be changed. A cookie that
     was tampered with, signed with an unknown key, or is older than ``max_age`` seconds
-    gives an empty session, never an error. ``Set-Cookie`` is sent only when the session
-    changed, and the cookie is deleted when the session is emptied.
+    gives an empty session, never an error. ``Set-Cookie`` is sent when the session
+    changed, and for an unchanged one to sign it again once its cookie is a minute old or
+    was signed with an older key: ``max_age`` counts from the last request. The cookie is
+    deleted when the session is emptied.
 
     - ``secret_key``: a string, or a list of them, newest first: the first signs, any
       verifies, so a key can be rotated without logging everyone out.
@@ -149,25 +162,32 @@ class SessionMiddleware:
         self.attributes = _attributes(max_age, path, domain, same_site, https_only, http_only)
         self.delete_attributes = _attributes(0, path, domain, same_site, https_only, http_only)
 
-    def load(self, cookie: str) -> dict[str, Any] | None:
-        """The session in a cookie value, or None when it is invalid or expired."""
+    def _open(self, cookie: str) -> tuple[dict[str, Any], bool] | None:
+        """The session in a cookie value and whether to sign it again; None when the cookie
+        is invalid or expired."""
         payload, _, rest = cookie.partition(".")
         timestamp, _, signature = rest.partition(".")
         if not signature or not timestamp.isdigit() or len(timestamp) > 12:
             return None
-        if not verify(self.keys, f"{self.session_cookie}.{payload}.{timestamp}", signature):
+        key = signed_by(self.keys, f"{self.session_cookie}.{payload}.{timestamp}", signature)
+        if key is None:
             return None
-        if self.max_age is not None and time.time() - int(timestamp) > self.max_age:
+        age = time.time() - int(timestamp)
+        if self.max_age is not None and age > self.max_age:
             return None
         try:
             session = load_json(b64decode(payload))
         except ValueError:  # NOTE: orjson.JSONDecodeError is a ValueError
             return None
-        return session if isinstance(session, dict) else None
+        if not isinstance(session, dict):
+            return None
+        # NOTE: without max_age the signature never expires, so only a key being rotated
+        # out is a reason to sign again.
+        return session, key > 0 or (self.max_age is not None and age > _RESIGN_AFTER)
 
-    def dump(self, session: dict[str, Any]) -> str:
-        """The signed cookie value for ``session``."""
-        payload = b64encode(_dump(session))
+    def _signed(self, dumped: bytes) -> str:
+        """The signed cookie value for a session dumped by ``_dump()``."""
+        payload = b64encode(dumped)
         timestamp = str(int(time.time()))
         signature = sign(self.keys[0], f"{self.session_cookie}.{payload}.{timestamp}")
         return f"{payload}.{timestamp}.{signature}"
@@ -177,9 +197,11 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
         loaded = None
+        resign = False
         for cookie in cookie_values(scope["headers"], self.session_cookie):
-            loaded = self.load(cookie)
-            if loaded is not None:
+            opened = self._open(cookie)
+            if opened is not None:
+                loaded, resign = opened
                 break
         scope["session"] = dict(loaded) if loaded else {}
         if scope["type"] == "websocket":
@@ -189,7 +211,7 @@ class SessionMiddleware:
 
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start":
-                header = self._set_cookie(scope.get("session"), before)
+                header = self._set_cookie(scope.get("session"), before, resign)
                 if header is not None:
                     headers = list(message.get("headers", ()))
                     headers.append((b"set-cookie", header.encode("latin-1")))
@@ -198,18 +220,19 @@ class SessionMiddleware:
 
         await self.app(scope, receive, send_with_cookie)
 
-    def _set_cookie(self, session: Any, before: bytes | None) -> str | None:
-        """The Set-Cookie value the response needs, None when the session did not change."""
+    def _set_cookie(self, session: Any, before: bytes | None, resign: bool) -> str | None:
+        """The Set-Cookie value the response needs, or None."""
         if not session:
             if before is None:
                 return None
             return f"{self.session_cookie}=; {self.delete_attributes}"
         try:
-            if _dump(session) == before:
-                return None
+            dumped = _dump(session)
         except TypeError as exc:
             raise TypeError(f"request.session must hold JSON data only: {exc}") from None
-        header = f"{self.session_cookie}={self.dump(session)}; {self.attributes}"
+        if dumped == before and not resign:
+            return None
+        header = f"{self.session_cookie}={self._signed(dumped)}; {self.attributes}"
         if len(header) > _COOKIE_LIMIT:
             logger.warning(
                 "The session cookie is %d bytes, past the %d that browsers keep; it will be "

@@ -190,6 +190,63 @@ def test_key_rotation(client_factory: ClientFactory) -> None:
         assert stale.get("/").json() == {"session": {}}
 
 
+def cookie_parts(header: str) -> tuple[bytes, int]:
+    """The JSON payload and the signing time of a Set-Cookie header for the session."""
+    payload, timestamp, _ = header.split(";")[0].split("=", 1)[1].split(".")
+    return b64decode(payload), int(timestamp)
+
+
+def test_an_unchanged_session_is_signed_again_after_a_minute(client_factory: ClientFactory) -> None:
+    recent = forge(b'{"user":"ann"}', int(time.time()) - 30)
+    with client_factory(make_app(), cookies={"session": recent}) as client:
+        response = client.get("/")
+        assert response.json() == {"session": {"user": "ann"}}
+        assert set_cookie_headers(response) == []
+    # NOTE: 13 days old of 14: read now, it is good for 14 days more.
+    old = forge(b'{"user":"ann"}', int(time.time()) - 13 * 24 * 3600)
+    with client_factory(make_app()) as client:
+        # NOTE: for the test server's host, as the cookie the response replaces.
+        client.cookies.set("session", old, domain="testserver.local")
+        (header,) = set_cookie_headers(client.get("/"))
+        payload, signed_at = cookie_parts(header)
+        assert payload == b'{"user":"ann"}'
+        assert abs(signed_at - time.time()) < 5
+        assert "Max-Age=1209600" in header
+        assert client.get("/").json() == {"session": {"user": "ann"}}
+        assert set_cookie_headers(client.get("/")) == []
+
+
+def test_a_session_signed_with_an_older_key_is_signed_with_the_newest(
+    client_factory: ClientFactory,
+) -> None:
+    for max_age in (14 * 24 * 3600, None):
+        cookie = forge(b'{"user":"ann"}', int(time.time()), key="old")
+        app = make_app(secret_key=["new", "old"], max_age=max_age)
+        with client_factory(app, cookies={"session": cookie}) as client:
+            (header,) = set_cookie_headers(client.get("/"))
+        renewed = header.split(";")[0].split("=", 1)[1]
+        with client_factory(make_app(secret_key="new"), cookies={"session": renewed}) as client:
+            assert client.get("/").json() == {"session": {"user": "ann"}}
+
+
+def test_a_browser_session_is_not_signed_again_for_its_age(client_factory: ClientFactory) -> None:
+    cookie = forge(b'{"user":"ann"}', int(time.time()) - 365 * 24 * 3600)
+    with client_factory(make_app(max_age=None), cookies={"session": cookie}) as client:
+        response = client.get("/")
+        assert response.json() == {"session": {"user": "ann"}}
+        assert set_cookie_headers(response) == []
+
+
+def test_a_session_due_to_be_signed_again_and_emptied_is_deleted(
+    client_factory: ClientFactory,
+) -> None:
+    old = forge(b'{"user":"ann"}', int(time.time()) - 3600)
+    with client_factory(make_app(), cookies={"session": old}) as client:
+        (header,) = set_cookie_headers(client.post("/clear"))
+        assert header.startswith("session=; ")
+        assert "Max-Age=0" in header
+
+
 def test_max_age_none_is_a_browser_session(client_factory: ClientFactory) -> None:
     cookie = forge(b'{"user":"ann"}', 1)
     with client_factory(make_app(max_age=None), cookies={"session": cookie}) as client:
