@@ -365,8 +365,17 @@ class App:
 
 def _check_exception_handler(key: Any, handler: Any) -> None:
     """Refuse at registration what could only fail when the error it answers happens."""
-    if not isinstance(key, int) and not (isinstance(key, type) and issubclass(key, BaseException)):
+    if isinstance(key, bool) or not (
+        isinstance(key, int) or (isinstance(key, type) and issubclass(key, BaseException))
+    ):
         raise TypeError(f"exception_handler() takes a status code or exception class: {key!r}")
+    if isinstance(key, int) and not 100 <= key <= 599:
+        # NOTE: status handlers answer an HTTPException by its status (or an unhandled
+        # error, 500); any other number would never be looked up.
+        raise ValueError(
+            f"exception_handler() status codes are 100-599, not {key}: for WebSocket close "
+            "codes, handle WebSocketException"
+        )
     if not callable(handler):
         raise TypeError(f"The exception handler for {key!r} must be callable, not {handler!r}")
     why = "Exception handlers are called with the request (or WebSocket) and the exception"

@@ -8,6 +8,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from typing import Any
 
 import pytest
@@ -433,6 +434,15 @@ def test_exception_handler_registration_errors() -> None:
     app = App()
     with pytest.raises(TypeError, match="status code or exception class"):
         app.add_exception_handler("nope", lambda r, e: None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="status code or exception class: True"):
+        app.add_exception_handler(True, lambda r, e: None)
+    for status in (99, 600, 1008, 4040, -404):
+        with pytest.raises(ValueError, match=rf"are 100-599, not {status}: for WebSocket"):
+            app.add_exception_handler(status, lambda r, e: None)
+        with pytest.raises(ValueError, match=rf"not {status}"):
+            App(exception_handlers={status: lambda r, e: None})
+    app.add_exception_handler(HTTPStatus.IM_A_TEAPOT, lambda r, e: None)
+    assert app.exception_handlers == {418: app.exception_handlers[418]}
 
 
 def test_an_exception_handler_that_cannot_be_called_fails_at_registration() -> None:
