@@ -17,11 +17,13 @@ from microasgi.types import ASGIApp, HandlerT, Message, Receive, Scope, Send
 from microasgi.websockets import WEBSOCKET_KEY, websocket_not_found
 
 from .routes import (
+    ALLOW_KEY,
     BaseRoute,
     Host,
     Mount,
     Route,
     WebSocketRoute,
+    answer_options,
     hostname_of,
     merge_overrides,
 )
@@ -603,14 +605,12 @@ class Router:
         allow = None if found is None else self._allow(path)
         if allow is not None:
             if method == "OPTIONS":
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 204,
-                        "headers": [(b"allow", allow.encode("latin-1"))],
-                    }
-                )
-                await send({"type": "http.response.body", "body": b""})
+                route = self._preflight_route(path, scope)
+                if route is None or route.options_app is None:
+                    await answer_options(allow, send)
+                else:
+                    scope[ALLOW_KEY] = allow
+                    await route.options_app(scope, receive, send)
                 return
             raise HTTPException(405, headers={"Allow": allow})
         if self.redirect_slashes:
@@ -629,6 +629,28 @@ class Router:
                 await send({"type": "http.response.body", "body": b""})
                 return
         raise HTTPException(404)
+
+    def _preflight_route(self, path: str, scope: Scope) -> Route | None:
+        """The route a CORS preflight to ``path`` asks about (its requested method), if any."""
+        requested = next(
+            (v for k, v in scope["headers"] if k == b"access-control-request-method"), None
+        )
+        if requested is None:
+            return None
+        found = self._tree.match(path, requested.decode("latin-1").strip())
+        if found is None or found[1] is None:
+            return None
+        # NOTE: a HEAD answer's record is its GET route; a mount would have taken the
+        # OPTIONS request, but a WebSocket route is found for "<websocket>".
+        record = found[1].record
+        if not isinstance(record, Route):
+            return None
+        values = found[2]
+        if values:
+            params = dict(zip(record.param_names, values))
+            outer = scope.get("path_params")
+            scope["path_params"] = {**outer, **params} if outer else params
+        return record
 
     def _allow(self, path: str) -> str | None:
         """Return the `Allow` value for ``path``; None if only WebSocket routes serve it."""

@@ -23,6 +23,27 @@ __all__ = ["BaseRoute", "Host", "Mount", "Route", "URLPath", "WebSocketRoute"]
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
+ALLOW_KEY = "microasgi.allow"
+"""Scope key of the ``Allow`` value for an automatic OPTIONS answer made inside a route's
+middleware (``Route.options_app``)."""
+
+
+async def answer_options(allow: str, send: Send) -> None:
+    """Send the automatic answer to OPTIONS: 204 with ``Allow``."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 204,
+            "headers": [(b"allow", allow.encode("latin-1"))],
+        }
+    )
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _automatic_options(scope: Scope, receive: Receive, send: Send) -> None:
+    await answer_options(scope[ALLOW_KEY], send)
+
+
 async def _not_built(scope: Scope, receive: Receive, send: Send) -> None:
     raise RuntimeError("This route was not prepared; routes are prepared when the app starts")
 
@@ -246,9 +267,20 @@ class Route(_Endpoint):
     ) -> None:
         super().__init__(path, endpoint, name=name, middleware=middleware, limits=limits)
         self.methods = _check_methods(path, methods)
+        self.options_app: ASGIApp | None = None
+        """The automatic OPTIONS answer inside the route's middleware (None without any),
+        for a CORS preflight that asks about one of the route's methods."""
 
     def _build_endpoint(self) -> ASGIApp:
         return build_endpoint(self.endpoint, self.param_names)
+
+    def build(self, outer: Sequence[Middleware] = (), outer_limits: Limits | None = None) -> None:
+        """Prepare the ASGI app, and the OPTIONS answer inside the same middleware."""
+        super().build(outer, outer_limits)
+        middleware = [*outer, *self.middleware]
+        # NOTE: a CORSMiddleware given to a route (or its router) answers the browser's
+        # preflight, which no handler of the route would ever see.
+        self.options_app = build_stack(_automatic_options, middleware) if middleware else None
 
     def prefixed(
         self, prefix: str, middleware: Sequence[Middleware] = (), limits: Limits | None = None

@@ -358,3 +358,135 @@ def test_a_lone_star_string_means_any(client_factory: ClientFactory) -> None:
 def test_entries_that_are_not_names_are_refused(option: str, value: str) -> None:
     with pytest.raises(ValueError, match=f"Invalid {option} entry"):
         CORSMiddleware(PlainTextResponse("x"), **{option: [value]})
+
+
+# -- CORS given to a route or a router ------------------------------------------------------
+
+
+OTHER = "https://other.example"
+
+
+def routed_app() -> App:
+    """CORS on routes and on an included router, none on the app."""
+    from microasgi.routing import Router
+
+    seen: list[dict[str, Any]] = []
+
+    class RecordPathParams:
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            seen.append(dict(scope.get("path_params") or {}))
+            await self.app(scope, receive, send)
+
+    app = App()
+    app.state.seen = seen
+    route_cors = Middleware(CORSMiddleware, allow_origins=[SITE], allow_headers=["x-token"])
+
+    @app.get("/items/{item_id:int}", middleware=[Middleware(RecordPathParams), route_cors])
+    async def read(request: Request, item_id: int) -> str:
+        return f"item {item_id}"
+
+    # NOTE: the same path, other rules: a preflight gets the rules of the method it asks for.
+    other_cors = Middleware(CORSMiddleware, allow_origins=[OTHER], allow_methods=["DELETE"])
+
+    @app.delete("/items/{item_id:int}", middleware=[other_cors])
+    async def remove(request: Request, item_id: int) -> str:
+        return "removed"
+
+    @app.get("/plain")
+    async def plain(request: Request) -> str:
+        return "plain"
+
+    @app.websocket("/plain")
+    async def plain_ws(websocket: WebSocket) -> None:
+        await websocket.close()  # pragma: no cover
+
+    api = Router(
+        middleware=[Middleware(CORSMiddleware, allow_origins=[SITE], allow_methods=["PUT"])]
+    )
+
+    @api.put("/things/{name}")
+    async def put_thing(request: Request, name: str) -> str:
+        return f"put {name}"
+
+    app.include_router(api, prefix="/api")
+    return app
+
+
+def ask(client: TestClient, path: str, method: str, origin: str = SITE, **headers: str) -> Any:
+    return client.options(
+        path, headers={"origin": origin, "access-control-request-method": method, **headers}
+    )
+
+
+def test_a_route_with_cors_answers_its_preflight(client_factory: ClientFactory) -> None:
+    app = routed_app()
+    with client_factory(app) as client:
+        response = ask(client, "/items/7", "GET", **{"access-control-request-headers": "x-token"})
+        assert response.status_code == 200
+        assert response.headers["access-control-allow-origin"] == SITE
+        assert response.headers["access-control-allow-headers"].endswith(", x-token")
+        assert "allow" not in response.headers
+        # NOTE: the route's own middleware saw the preflight, with the path parameters.
+        assert app.state.seen == [{"item_id": 7}]
+        refused = ask(client, "/items/7", "GET", **{"access-control-request-headers": "x-other"})
+        assert refused.status_code == 400
+        response = client.get("/items/7", headers={"origin": SITE})
+        assert response.text == "item 7"
+        assert response.headers["access-control-allow-origin"] == SITE
+        # NOTE: HEAD is answered by the GET route, so its CORS rules answer for it too
+        # (which allow GET alone).
+        response = ask(client, "/items/7", "HEAD")
+        assert response.status_code == 400
+        assert "method" in response.json()["detail"]
+
+
+def test_a_preflight_gets_the_rules_of_the_method_it_asks_for(
+    client_factory: ClientFactory,
+) -> None:
+    with client_factory(routed_app()) as client:
+        response = ask(client, "/items/7", "DELETE", origin=OTHER)
+        assert response.status_code == 200
+        assert response.headers["access-control-allow-origin"] == OTHER
+        assert response.headers["access-control-allow-methods"] == "DELETE"
+        assert ask(client, "/items/7", "DELETE").status_code == 400
+
+
+def test_a_router_with_cors_answers_the_preflights_of_its_routes(
+    client_factory: ClientFactory,
+) -> None:
+    with client_factory(routed_app()) as client:
+        response = ask(client, "/api/things/box", "PUT")
+        assert response.status_code == 200
+        assert response.headers["access-control-allow-methods"] == "PUT"
+        response = client.put("/api/things/box", headers={"origin": SITE})
+        assert response.text == "put box"
+        assert response.headers["access-control-allow-origin"] == SITE
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        # a method nothing serves at that path
+        ("/items/7", {"access-control-request-method": "PATCH"}),
+        ("/api/things/box", {"access-control-request-method": "GET"}),
+        # not a preflight
+        ("/items/7", {}),
+        # a route without middleware
+        ("/plain", {"access-control-request-method": "GET"}),
+        # the router's name for a WebSocket route, sent by a client
+        ("/plain", {"access-control-request-method": "<websocket>"}),
+    ],
+)
+def test_other_options_requests_get_the_automatic_answer(
+    client_factory: ClientFactory, path: str, headers: dict[str, str]
+) -> None:
+    app = routed_app()
+    with client_factory(app) as client:
+        response = client.options(path, headers={"origin": SITE, **headers})
+        assert response.status_code == 204
+        assert "access-control-allow-origin" not in response.headers
+        assert "OPTIONS" in response.headers["allow"]
+        assert app.state.seen == []
