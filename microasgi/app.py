@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypedDict, TypeVar
 
 from ._errors import ExceptionHandler, ExceptionHandlers, handle_server_error
 from ._utils import check_arity
-from .concurrency import while_serving
+from .concurrency import watch_until_the_loop_stops, while_serving
 from .datastructures import State
 from .exceptions import SetupError
 from .lifespan import (
@@ -143,7 +143,8 @@ class App:
         self.router.freeze(self.limits)
         handlers = ExceptionHandlers(self.exception_handlers, debug=self.debug)
         self.router.error_handler = handlers.handle
-        self._app = build_stack(self.router, self.user_middleware)
+        app = build_stack(self.router, self.user_middleware)
+        self._app = _watched_without_lifespan(app) if self.debug else app
         # NOTE: what middleware raises is answered the same way: a body limit or malformed
         # JSON met by a middleware reading the request is the client's 4xx, not a 500.
         self._on_error = handlers.handle
@@ -361,6 +362,19 @@ class App:
 
     def __repr__(self) -> str:
         return f"<App with {len(self.router.routes)} routes, debug={self.debug}>"
+
+
+def _watched_without_lifespan(app: ASGIApp) -> ASGIApp:
+    """Wrap ``app`` so that a request watches its loop if no lifespan does (debug=True)."""
+
+    async def watched(scope: Scope, receive: Receive, send: Send) -> None:
+        # NOTE: with a lifespan the loop is watched from the end of the startup, and
+        # this finds it so; a server without one (Daphne) sends requests alone.
+        if scope["type"] != "lifespan":
+            watch_until_the_loop_stops()
+        await app(scope, receive, send)
+
+    return watched
 
 
 def _check_exception_handler(key: Any, handler: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import functools
 import logging
@@ -16,7 +17,12 @@ from typing import Any, Literal, ParamSpec, TypeVar
 import anyio
 import anyio.to_thread
 
-__all__ = ["iterate_in_threadpool", "run_in_threadpool", "watch_event_loop"]
+__all__ = [
+    "iterate_in_threadpool",
+    "run_in_threadpool",
+    "watch_event_loop",
+    "watch_until_the_loop_stops",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -76,19 +82,93 @@ async def watch_event_loop(threshold: float = 0.1, interval: float = 0.02) -> As
     the blocking call. ``App(debug=True)`` watches its loop this way between the end of
     its startup and the start of its shutdown (see `while_serving`).
     """
-    thread = threading.get_ident()
-    if thread in _watched_loops:
+    state = _new_watch()
+    if state is None:
         # NOTE: an app with debug=True mounted in another: one watchdog per event loop, or
         # every stall would be reported once per app.
         yield
         return
-    state: dict[str, Any] = {"beat": time.monotonic(), "thread": thread}
+    async with _watch_loop(state, threshold, interval):
+        yield
+
+
+def watch_until_the_loop_stops(threshold: float = 0.1, interval: float = 0.02) -> None:
+    """Watch the running event loop as `watch_event_loop` does, from now until it stops.
+
+    For an app served without a lifespan (Daphne, ``uvicorn --lifespan off``, a test
+    client not entered with ``with``): nothing marks the end of its startup or the start
+    of its shutdown, so ``App(debug=True)`` starts this with a request. Does nothing when
+    the loop is watched already.
+    """
+    state = _new_watch()
+    if state is None:
+        return
+    loop = state["loop"]
+    stopped: threading.Event = state["stopped"]
+    running: Callable[[], bool]
+    if not isinstance(loop, asyncio.AbstractEventLoop):
+        # NOTE: trio ends a run by cancelling its system tasks.
+        _spawn_trio_heartbeat(state, interval)
+        running = _always
+    else:
+
+        def beat() -> None:
+            state["beat"] = time.monotonic()
+            # NOTE: not again once the watchdog is gone, should the loop run again.
+            if not stopped.is_set():
+                loop.call_later(interval, beat)
+
+        beat()
+        running = loop.is_running
+    threading.Thread(
+        target=_watch,
+        args=(state, threshold, interval, running),
+        daemon=True,
+        name="microasgi-loop-watchdog",
+    ).start()
+
+
+def _new_watch() -> dict[str, Any] | None:
+    """Register a watch of the running loop and return its state; None if it has one."""
+    thread = threading.get_ident()
+    loop = _running_loop()
+    existing = _watched_loops.get(thread)
+    if existing is not None:
+        if existing["loop"] is loop:
+            return None
+        # NOTE: a loop that ended on this thread, its watchdog not gone yet.
+        existing["stopped"].set()
+    state = {"beat": time.monotonic(), "thread": thread, "loop": loop, "stopped": threading.Event()}
     _watched_loops[thread] = state
+    return state
+
+
+def _running_loop() -> object:
+    """The running asyncio loop, or the token of the running trio run."""
     try:
-        async with _watch_loop(state, threshold, interval):
-            yield
-    finally:
-        del _watched_loops[thread]
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        import trio
+
+        return trio.lowlevel.current_trio_token()
+
+
+def _spawn_trio_heartbeat(state: dict[str, Any], interval: float) -> None:
+    import trio
+
+    async def heartbeat() -> None:
+        try:
+            while True:
+                state["beat"] = time.monotonic()
+                await trio.sleep(interval)
+        finally:
+            state["stopped"].set()
+
+    trio.lowlevel.spawn_system_task(heartbeat, name="microasgi-loop-heartbeat")
+
+
+def _always() -> bool:
+    return True
 
 
 _watched_loops: dict[int, dict[str, Any]] = {}
@@ -150,7 +230,7 @@ def _not_serving() -> Iterator[None]:
 async def _watch_loop(
     state: dict[str, Any], threshold: float, interval: float
 ) -> AsyncIterator[None]:
-    stopped = threading.Event()
+    stopped: threading.Event = state["stopped"]
 
     async def heartbeat() -> None:
         while True:
@@ -159,7 +239,7 @@ async def _watch_loop(
 
     watchdog = threading.Thread(
         target=_watch,
-        args=(state, stopped, threshold, interval),
+        args=(state, threshold, interval, _always),
         daemon=True,
         name="microasgi-loop-watchdog",
     )
@@ -182,11 +262,27 @@ async def _watch_loop(
 
 
 def _watch(
-    state: dict[str, Any], stopped: threading.Event, threshold: float, interval: float
+    state: dict[str, Any], threshold: float, interval: float, running: Callable[[], bool]
+) -> None:
+    thread = state["thread"]
+    try:
+        _report_stalls(state, threshold, interval, running)
+    finally:
+        # NOTE: a loop that runs again on this thread, or the next one, is watched anew.
+        if _watched_loops.get(thread) is state:
+            del _watched_loops[thread]
+
+
+def _report_stalls(
+    state: dict[str, Any], threshold: float, interval: float, running: Callable[[], bool]
 ) -> None:
     reported_beat = None
     thread = state["thread"]
+    stopped: threading.Event = state["stopped"]
     while not stopped.wait(interval):
+        if not running():
+            stopped.set()
+            return
         if thread in _not_serving_depth:
             continue
         beat = state["beat"]

@@ -130,9 +130,12 @@ async def test_cancelling_the_iteration_runs_the_generator_cleanup() -> None:
     assert cleaned_up.is_set()
 
 
+@pytest.mark.parametrize("lifespan", [True, False])
 def test_debug_mode_warns_when_the_loop_blocks(
-    client_factory: Callable[..., Any], caplog: pytest.LogCaptureFixture
+    client_factory: Callable[..., Any], caplog: pytest.LogCaptureFixture, lifespan: bool
 ) -> None:
+    # NOTE: a client not entered with `with` sends no lifespan, as Daphne or
+    # `uvicorn --lifespan off`; the first request starts the watch, which ends with its loop.
     import time as _time
 
     from microasgi import App
@@ -148,15 +151,66 @@ def test_debug_mode_warns_when_the_loop_blocks(
     async def fine(request: Any) -> str:
         return "fine"
 
-    with caplog.at_level(logging.WARNING, logger="microasgi"):
-        with client_factory(app) as client:
-            assert client.get("/fine").text == "fine"
-            assert client.get("/blocking").text == "done"
+    gc.collect()
+    gc.disable()
+    try:
+        with caplog.at_level(logging.WARNING, logger="microasgi"):
+            client = client_factory(app)
+            with client if lifespan else contextlib.nullcontext():
+                assert client.get("/fine").text == "fine"
+                assert client.get("/blocking").text == "done"
+    finally:
+        gc.enable()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, warnings
     assert "event loop has been blocked" in warnings[0]
     assert "blocking_handler" in warnings[0]
     assert "_time.sleep(0.4)" in warnings[0]
+    deadline = _time.monotonic() + 5
+    while any(t.name == "microasgi-loop-watchdog" for t in threading.enumerate()):
+        assert _time.monotonic() < deadline, "the watchdog outlived its event loop"
+        _time.sleep(0.01)
+    assert watched_loops() == {}
+
+
+def watched_loops() -> dict[int, Any]:
+    from microasgi import concurrency
+
+    return dict(concurrency._watched_loops)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_watch_without_lifespan_ends_when_its_loop_stops_running(
+    anyio_backend: str,
+) -> None:
+    import asyncio
+
+    from microasgi.concurrency import watch_until_the_loop_stops
+
+    def serve_once() -> int:
+        # NOTE: a loop that stops but is not closed, as a server may leave it.
+        loop = asyncio.new_event_loop()
+        try:
+
+            async def request() -> int:
+                watch_until_the_loop_stops()
+                watch_until_the_loop_stops()  # once per loop
+                return threading.get_ident()
+
+            thread = loop.run_until_complete(request())
+            assert thread in watched_loops()
+            watchdogs = [t for t in threading.enumerate() if t.name == "microasgi-loop-watchdog"]
+            for watchdog in watchdogs:
+                watchdog.join(5)
+            assert thread not in watched_loops()
+            # NOTE: run again, the loop's old heartbeat is not scheduled any more.
+            loop.run_until_complete(asyncio.sleep(0.05))
+            assert not loop._scheduled  # type: ignore[attr-defined]
+            return thread
+        finally:
+            loop.close()
+
+    await anyio.to_thread.run_sync(serve_once)
 
 
 def test_no_watchdog_without_debug(
