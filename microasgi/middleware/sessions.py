@@ -211,7 +211,10 @@ class SessionMiddleware:
 
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start":
-                header = self._set_cookie(scope.get("session"), before, resign)
+                # SECURITY: a response that a shared cache may keep never carries a session
+                # just to sign it again: the cache would hand it to everyone.
+                refresh = resign and not _shared_cacheable(message.get("headers", ()))
+                header = self._set_cookie(scope.get("session"), before, refresh)
                 if header is not None:
                     headers = list(message.get("headers", ()))
                     headers.append((b"set-cookie", header.encode("latin-1")))
@@ -241,6 +244,16 @@ class SessionMiddleware:
                 _COOKIE_LIMIT,
             )
         return header
+
+
+def _shared_cacheable(headers: Any) -> bool:
+    """Whether response headers let a shared cache keep it (``public``, ``s-maxage``)."""
+    for name, value in headers:
+        if name.lower() == b"cache-control":
+            directives = value.lower()
+            if b"public" in directives or b"s-maxage" in directives:
+                return True
+    return False
 
 
 def _dump(session: dict[str, Any]) -> bytes:

@@ -216,6 +216,37 @@ def test_an_unchanged_session_is_signed_again_after_a_minute(client_factory: Cli
         assert set_cookie_headers(client.get("/")) == []
 
 
+def test_a_response_a_shared_cache_may_keep_is_not_given_the_session_to_sign_again(
+    client_factory: ClientFactory,
+) -> None:
+    app = make_app()
+
+    @app.get("/public")
+    async def public(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("hi", headers={"Cache-Control": "public, max-age=60"})
+
+    @app.get("/shared")
+    async def shared(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("hi", headers={"Cache-Control": "private, S-MaxAge=60"})
+
+    @app.get("/private")
+    async def private(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("hi", headers={"Cache-Control": "no-cache"})
+
+    @app.post("/public/set")
+    async def public_set(request: Request) -> PlainTextResponse:
+        request.session["user"] = "bob"
+        return PlainTextResponse("set", headers={"Cache-Control": "public"})
+
+    old = forge(b'{"user":"ann"}', int(time.time()) - 3600)
+    with client_factory(app, cookies={"session": old}) as client:
+        assert set_cookie_headers(client.get("/public")) == []
+        assert set_cookie_headers(client.get("/shared")) == []
+        assert len(set_cookie_headers(client.get("/private"))) == 1
+        # NOTE: a change is still sent: that is the handler's own doing.
+        assert len(set_cookie_headers(client.post("/public/set"))) == 1
+
+
 def test_a_session_signed_with_an_older_key_is_signed_with_the_newest(
     client_factory: ClientFactory,
 ) -> None:
