@@ -16,7 +16,14 @@ import logging
 import math
 import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+)
 from typing import Any, NoReturn
 
 import anyio
@@ -129,6 +136,8 @@ class WebSocket(HTTPConnection):
         "_max_size",
         "_send",
         "_sender",
+        "_short_bytes",
+        "_short_text",
         "_tokens",
     )
 
@@ -147,6 +156,13 @@ class WebSocket(HTTPConnection):
         self._max_rate = limits.websocket_max_rate
         self._tokens = math.inf  # NOTE: a full bucket, once clamped on the first message
         self._last_message = 0.0
+        # PERF: data this short is within max_message_size whatever it holds (a character
+        # is at most 4 bytes in UTF-8), so receiving compares lengths; -1 when every message
+        # must be counted (an idle timeout or a rate limit).
+        counted = self._idle_timeout is not None or self._max_rate is not None
+        size = sys.maxsize if self._max_size is None else self._max_size
+        self._short_text = -1 if counted else size // 4
+        self._short_bytes = -1 if counted else size
 
     @property
     def client_state(self) -> WebSocketState:
@@ -266,20 +282,41 @@ class WebSocket(HTTPConnection):
         await self.close(code, reason)
         raise WebSocketDisconnect(code, reason)
 
-    async def receive_text(self) -> str:
+    def receive_text(self) -> Coroutine[Any, Any, str]:
         """Receive a text message; ``WebSocketDisconnect`` when the client goes."""
-        return _data(await self.receive(), "text")  # type: ignore[no-any-return]
+        # PERF: the coroutine of _receive_data() itself, not one more awaiting it.
+        return self._receive_data("text", self._short_text)
 
-    async def receive_bytes(self) -> bytes:
+    def receive_bytes(self) -> Coroutine[Any, Any, bytes]:
         """Receive a binary message; ``WebSocketDisconnect`` when the client goes."""
-        return _data(await self.receive(), "bytes")  # type: ignore[no-any-return]
+        return self._receive_data("bytes", self._short_bytes)
 
     async def receive_json(self, mode: str = "text") -> Any:
         """Receive a JSON message, from a text frame or (``mode="binary"``) a binary one.
 
         Malformed JSON closes the connection with 1007.
         """
-        return _loads(_data(await self.receive(), _data_key(mode)))
+        key = _data_key(mode)
+        return _loads(await self._receive_data(key, self._short_for(key)))
+
+    def _short_for(self, key: str) -> int:
+        """The length of "text" or "bytes" data surely within the limits (-1: none is)."""
+        return self._short_text if key == "text" else self._short_bytes
+
+    async def _receive_data(self, key: str, short: int) -> Any:
+        """Receive the "text" or "bytes" of a message, as ``receive()`` would check it."""
+        if self._live and short >= 0:
+            # PERF: receive() inlined for data within the limits: one await per message.
+            message = await self._receive()
+            data = message.get(key)
+            if data is not None and len(data) <= short:
+                return data
+            broken = self._admit(message)
+            if broken is not None:
+                await self._close_for_limit(*broken)
+        else:
+            message = await self.receive()
+        return _data(message, key)
 
     def iter_text(self) -> AsyncIterator[str]:
         """Iterate over text messages until the client disconnects."""
@@ -469,18 +506,10 @@ class WebSocket(HTTPConnection):
 
 def _fast_path(websocket: WebSocket, key: str) -> tuple[Receive, int]:
     """Return the receive to await, and a length of data that is within the limits."""
-    idle_timeout = websocket._idle_timeout
-    max_size = websocket._max_size
     receive: Receive = websocket._receive
-    if idle_timeout is not None:
-        receive = functools.partial(websocket._receive_or_idle, idle_timeout)
-    if idle_timeout is not None or websocket._max_rate is not None:
-        return receive, -1  # every message is counted by _admit()
-    if max_size is None:
-        return receive, sys.maxsize
-    # PERF: data this short is within max_message_size whatever it holds (a character is
-    # at most 4 bytes in UTF-8), so the fast path compares lengths.
-    return receive, max_size // 4 if key == "text" else max_size
+    if websocket._idle_timeout is not None:
+        receive = functools.partial(websocket._receive_or_idle, websocket._idle_timeout)
+    return receive, websocket._short_for(key)
 
 
 async def _next_slowly(websocket: WebSocket, key: str, message: Message | None) -> Any:

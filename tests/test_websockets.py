@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gc
+import inspect
 import logging
 import re
 import sys
@@ -647,6 +648,22 @@ async def test_disconnect_without_code(anyio_backend: str) -> None:
     with pytest.raises(WebSocketDisconnect) as info:
         await ws.receive_text()
     assert (info.value.code, info.value.reason) == (1000, "")
+
+
+@pytest.mark.anyio
+async def test_receive_text_and_bytes_are_coroutines_to_await_or_start(
+    anyio_backend: str,
+) -> None:
+    ws = connect(Server(text("a"), binary(b"b"), text("c"), disconnect()))
+    await ws.accept()
+    coroutine = ws.receive_text()
+    assert inspect.iscoroutine(coroutine)
+    assert await coroutine == "a"
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ws.receive_bytes)
+    assert await ws.receive_text() == "c"
+    with pytest.raises(WebSocketDisconnect):
+        await ws.receive_bytes()
 
 
 @pytest.mark.anyio
