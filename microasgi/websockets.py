@@ -441,13 +441,13 @@ class WebSocket(HTTPConnection):
         except OSError:
             self._sent_to_gone_client()
 
-    async def send_json(self, data: Any, mode: str = "text") -> None:
+    def send_json(self, data: Any, mode: str = "text") -> Coroutine[Any, Any, None]:
         """Send ``data`` as JSON (orjson): a text frame, or binary with ``mode="binary"``."""
+        # PERF: the coroutine of send_text() or send_bytes() itself, not one awaiting it.
         encoded = dump_json(data)
         if _data_key(mode) == "text":
-            await self.send_text(encoded.decode())
-        else:
-            await self.send_bytes(encoded)
+            return self.send_text(encoded.decode())
+        return self.send_bytes(encoded)
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str | None = "") -> None:
         """Close the connection; before ``accept()`` the server answers HTTP 403.
