@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# $(call need,COMMAND,PACKAGE): install the Debian PACKAGE unless COMMAND is on the PATH.
+need = command -v $(1) >/dev/null 2>&1 || { apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; }
 
-.PHONY: demo test check lint format typecheck docs pytest services bench clean
+.PHONY: demo test check lint format typecheck docs pytest services bench-services bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,10 +21,13 @@ demo: $(STAMP)
 
 ## services: system packages the test suite needs (Redis; Chromium for the browser test)
 services:
-	@command -v redis-server >/dev/null 2>&1 || { \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
-	@command -v chromium >/dev/null 2>&1 || { \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@$(call need,redis-server,redis-server)
+	@$(call need,chromium,chromium)
+
+## bench-services: system packages the benchmarks need (wrk; Redis for the fan-out)
+bench-services:
+	@$(call need,wrk,wrk)
+	@$(call need,redis-server,redis-server)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
@@ -50,7 +56,7 @@ test: $(STAMP) services lint typecheck docs pytest
 ## of each, written to copies in benchmarks/results/quick/ (docs/ and README.md left alone)
 bench: BENCH_DIR = $(if $(QUICK),benchmarks/results/quick,.)
 bench: BENCH_FLAGS = $(if $(QUICK),--quick)
-bench: $(STAMP)
+bench: $(STAMP) bench-services
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(if $(QUICK),mkdir -p $(BENCH_DIR)/docs && cp docs/benchmarks.md $(BENCH_DIR)/docs/ && cp README.md $(BENCH_DIR)/)
 	$(PY) benchmarks/run.py $(BENCH_FLAGS) --endtoend --output $(BENCH_DIR)/docs/benchmarks.md --readme $(BENCH_DIR)/README.md
