@@ -595,6 +595,23 @@ def encode_header(name: str, value: str) -> tuple[bytes, bytes]:
     return name.lower().encode("latin-1"), value.encode("latin-1")
 
 
+def scope_headers(scope: Scope) -> RawHeaders:
+    """The raw header list of a scope; another iterable there is made a list, in place."""
+    # PERF: the server's list is kept as is; only a tuple or other iterable is copied.
+    headers = scope.get("headers", [])
+    if type(headers) is not list:
+        headers = scope["headers"] = list(headers)
+    return headers
+
+
+def first_value(headers: RawHeaders, name: bytes) -> str | None:
+    """The first value of the header ``name`` (lower case) in a raw list, or None."""
+    for key, value in headers:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
 class Headers(Mapping[str, str]):
     """Read-only, case-insensitive, multi-valued HTTP headers.
 
@@ -621,11 +638,7 @@ class Headers(Mapping[str, str]):
                 raise TypeError("Headers() takes one of headers, raw or scope")
             self._list = raw
         elif scope is not None:
-            # PERF: keep the server's list as is; only a tuple or other iterable is copied.
-            scope_headers = scope.get("headers", [])
-            if type(scope_headers) is not list:
-                scope_headers = scope["headers"] = list(scope_headers)
-            self._list = scope_headers
+            self._list = scope_headers(scope)
         else:
             self._list = []
 

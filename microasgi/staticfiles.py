@@ -19,7 +19,7 @@ import anyio.to_thread
 from microasgi._ranges import ByteRange, multipart_framing, parse_range
 from microasgi.app import App
 from microasgi.background import BackgroundTask
-from microasgi.datastructures import _QUERY_SAFE, encode_header
+from microasgi.datastructures import _QUERY_SAFE, encode_header, first_value
 from microasgi.exceptions import HTTPException
 from microasgi.lifespan import acknowledge_lifespan
 from microasgi.limits import limits_for
@@ -112,13 +112,6 @@ def _http_date(value: str) -> int | None:
         return None
 
 
-def _header(headers: RawHeaders, name: bytes) -> str | None:
-    for key, value in headers:
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
 def _without(headers: RawHeaders, names: frozenset[bytes]) -> RawHeaders:
     return [(key, value) for key, value in headers if key not in names]
 
@@ -189,7 +182,7 @@ class _Conditions:
     def precondition_failed(self, headers: RawHeaders) -> bool:
         """Whether to answer 412 (RFC 9110 §13.2.2: If-Match, else If-Unmodified-Since)."""
         if self.if_match is not None:
-            return not _etag_listed(self.if_match, _header(headers, _ETAG), weak=False)
+            return not _etag_listed(self.if_match, first_value(headers, _ETAG), weak=False)
         if self.if_unmodified_since is not None:
             since = _http_date(self.if_unmodified_since)
             modified = _last_modified(headers)
@@ -199,7 +192,7 @@ class _Conditions:
     def not_modified(self, headers: RawHeaders) -> bool:
         """Whether the client's copy is current (RFC 9110 §13.2.2: If-None-Match wins)."""
         if self.if_none_match is not None:
-            return _etag_listed(self.if_none_match, _header(headers, _ETAG), weak=True)
+            return _etag_listed(self.if_none_match, first_value(headers, _ETAG), weak=True)
         if self.if_modified_since is not None:
             since = _http_date(self.if_modified_since)
             modified = _last_modified(headers)
@@ -213,9 +206,9 @@ class _Conditions:
         value = self.if_range.strip()
         if value.startswith(('"', "W/")):
             # NOTE: If-Range compares entity tags strongly: a weak tag never matches.
-            etag = _header(headers, _ETAG)
+            etag = first_value(headers, _ETAG)
             return etag is not None and not etag.startswith("W/") and value == etag
-        last_modified = _header(headers, _LAST_MODIFIED)
+        last_modified = first_value(headers, _LAST_MODIFIED)
         date = _http_date(value)
         return date is not None and last_modified is not None and date == _http_date(last_modified)
 
@@ -225,7 +218,7 @@ def _single(values: list[str]) -> str | None:
 
 
 def _last_modified(headers: RawHeaders) -> int | None:
-    value = _header(headers, _LAST_MODIFIED)
+    value = first_value(headers, _LAST_MODIFIED)
     return None if value is None else _http_date(value)
 
 
@@ -433,7 +426,7 @@ class FileResponse(Response):
             partial.append((b"content-range", b"bytes %d-%d/%d" % (start, stop - 1, size)))
             partial.append((_CONTENT_LENGTH, b"%d" % (stop - start)))
             return 206, partial, [(start, stop)]
-        framing = multipart_framing(ranges, size, _header(headers, _CONTENT_TYPE))
+        framing = multipart_framing(ranges, size, first_value(headers, _CONTENT_TYPE))
         partial = _without(headers, frozenset({_CONTENT_LENGTH, _CONTENT_TYPE}))
         partial.append((_CONTENT_TYPE, framing.content_type.encode("latin-1")))
         partial.append((_CONTENT_LENGTH, b"%d" % framing.content_length))

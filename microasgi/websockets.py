@@ -147,6 +147,7 @@ class WebSocket(HTTPConnection):
         self.scope = scope
         self._receive = receive
         self._send = send
+        self._url = self._headers = self._query_params = self._cookies = None
         self._client_state = self._application_state = _CONNECTING
         self._live = False
         self._sender: Send = self.send

@@ -22,7 +22,9 @@ from microasgi.datastructures import (
     State,
     UploadFile,
     encode_header,
+    first_value,
     parse_cookie,
+    scope_headers,
 )
 from microasgi.types import Scope
 
@@ -522,6 +524,20 @@ def test_headers_from_scope_copies_a_tuple_into_the_scope() -> None:
     assert scope["headers"] == [(b"a", b"1")]
     assert headers._list is scope["headers"]
     assert Headers(scope={}).raw == []
+
+
+def test_first_value_reads_a_raw_list_as_headers_get_does() -> None:
+    raw = [(b"accept", b"a"), (b"x-name", b"caf\xe9"), (b"x-name", b"second")]
+    assert first_value(raw, b"x-name") == Headers(raw=raw).get("x-name") == "caf\xe9"
+    assert first_value(raw, b"missing") is None
+
+
+def test_scope_headers_keeps_the_servers_list_and_lists_other_iterables() -> None:
+    listed = [(b"a", b"1")]
+    assert scope_headers({"headers": listed}) is listed
+    scope: Scope = {"headers": iter([(b"b", b"2")])}
+    assert scope_headers(scope) == [(b"b", b"2")] == scope["headers"]
+    assert scope_headers({}) == []
 
 
 def test_headers_reject_mixed_arguments() -> None:

@@ -536,8 +536,8 @@ def _bodiless(send: Send) -> Send:
 def _receive_below(request: Request, receive: Receive) -> Receive:
     """The ``receive`` for the app below: replay what the middleware's request consumed."""
     # NOTE: Request keeps these in private slots; this module is their one reader outside.
-    pending: list[Message] = getattr(request, "_buffered", None) or []
-    if getattr(request, "_stream_consumed", False):
+    pending: list[Message] = request._buffered or []
+    if request._stream_consumed:
         # NOTE: a body read with stream() (or form(), whose result is cached) is gone: the
         # app below gets it empty, as ASGI delivers a body once, rather than waiting for
         # one that will never come.
