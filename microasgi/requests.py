@@ -221,8 +221,8 @@ class Request(HTTPConnection):
         self._receive = receive
         self._send = send
         self._url = self._headers = self._query_params = self._cookies = None
-        # PERF: what reading the body checks first is set here: a slot left unset costs a
-        # caught AttributeError (about 0.3 us) to check, more than a store.
+        # PERF: set, not left unset, for the reason given in HTTPConnection: reading the
+        # body checks these first.
         self._stream_consumed = False
         self._buffered: list[Message] | None = None
         self._json: Any = _UNPARSED
@@ -467,7 +467,7 @@ class Request(HTTPConnection):
     def _check_json_media_type(self) -> None:
         content_type = first_value(scope_headers(self.scope), b"content-type") or ""
         if content_type == "application/json":
-            return
+            return  # PERF: the usual value, accepted without taking it apart (70 ns).
         media_type = content_type.partition(";")[0].strip().lower()
         # SECURITY: only JSON media types are parsed, so a cross-site form post (which
         # cannot send application/json without a preflight) never reaches the handler.
