@@ -13,7 +13,7 @@ import re
 import typing
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -25,6 +25,7 @@ from .responses import Response
 from .types import ASGIApp, Receive, Scope, Send
 
 __all__ = [
+    "HandlerPlan",
     "build_endpoint",
     "check_handler",
     "path_kwargs",
@@ -198,13 +199,22 @@ def _check_annotations(func: Callable[..., Any], converters: Mapping[str, str]) 
         )
 
 
-def plan_handler(
-    func: Callable[..., Any], param_names: tuple[str, ...]
-) -> tuple[bool, tuple[str, ...], tuple[str, ...] | None, str | None]:
+class HandlerPlan(NamedTuple):
+    """How a handler is called (see ``plan_handler``)."""
+
+    pass_connection: bool
+    wanted: tuple[str, ...]
+    outer: tuple[str, ...] | None
+    keyword: str | None
+    required: tuple[str, ...]
+
+
+def plan_handler(func: Callable[..., Any], param_names: tuple[str, ...]) -> HandlerPlan:
     """Decide how to call ``func``, from one reading of its signature.
 
     Returns (pass the connection first?, route parameters to pass by name, other names it
-    takes by keyword, the parameter that takes the connection by name). The connection is
+    takes by keyword, the parameter that takes the connection by name, the other names
+    without a default, which a host or mount around the route must supply). The connection is
     passed positionally when the handler has a positional parameter that is not a path
     parameter; path parameters are passed when their name is in the signature (all of them
     when it takes ``**kwargs``). The other names are those a host or mount around the route
@@ -215,7 +225,7 @@ def plan_handler(
     try:
         parameters = _signature(func).parameters.values()
     except (TypeError, ValueError):  # builtins and some C callables have no signature
-        return True, (), (), None
+        return HandlerPlan(True, (), (), None, ())
     names = {p.name for p in parameters}
     takes_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
     positional = [
@@ -236,14 +246,14 @@ def plan_handler(
     if not pass_connection:
         keyword = next((p.name for p in by_name if _takes_connection(p)), None)
     if takes_var_kw:
-        return pass_connection, wanted, None, keyword
+        return HandlerPlan(pass_connection, wanted, None, keyword, ())
     connection = positional[0].name if pass_connection and positional else None
-    outer = tuple(
-        p.name
-        for p in by_name
-        if p.name != connection and (pass_connection or not _takes_connection(p))
-    )
-    return pass_connection, wanted, outer, keyword
+    others = [
+        p for p in by_name if p.name != connection and (pass_connection or not _takes_connection(p))
+    ]
+    outer = tuple(p.name for p in others)
+    required = tuple(p.name for p in others if p.default is inspect.Parameter.empty)
+    return HandlerPlan(pass_connection, wanted, outer, keyword, required)
 
 
 def path_kwargs(
@@ -260,9 +270,11 @@ def path_kwargs(
     return kwargs
 
 
-def build_endpoint(func: Callable[..., Any], param_names: tuple[str, ...]) -> ASGIApp:
+def build_endpoint(
+    func: Callable[..., Any], param_names: tuple[str, ...], plan: HandlerPlan
+) -> ASGIApp:
     """Return the ASGI app that calls an HTTP handler and sends what it returns."""
-    pass_request, wanted, outer, request_keyword = plan_handler(func, param_names)
+    pass_request, wanted, outer, request_keyword, _ = plan
     name = callable_name(func)
     is_async = is_async_callable(func)
 

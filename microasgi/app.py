@@ -13,6 +13,7 @@ from .concurrency import watch_until_the_loop_stops, while_serving
 from .datastructures import State
 from .exceptions import SetupError
 from .lifespan import (
+    RUNNING_KEY,
     Hook,
     LifespanFactory,
     check_hook,
@@ -126,6 +127,11 @@ class App:
 
     async def _first_call(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
+            # NOTE: the handlers may take the names in the first scope's path_params (a
+            # mount's around this app). An app whose lifespan a parent app runs is mounted
+            # there, and checked with the parent's routes.
+            if RUNNING_KEY not in scope:
+                self.router._check_supplied(frozenset(scope.get("path_params") or ()))
             self._build()
         except Exception as exc:
             # NOTE: a middleware that refuses its options fails here. On the lifespan it

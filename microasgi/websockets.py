@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 import anyio
 import orjson
 
-from ._endpoint import path_kwargs, plan_handler
+from ._endpoint import HandlerPlan, path_kwargs
 from ._json import dump_json, load_json
 from ._utils import callable_name, is_async_callable, unfinalized
 from .exceptions import WebSocketDisconnect, WebSocketException
@@ -700,7 +700,7 @@ def _data_key(mode: str) -> str:
 # -- endpoints -------------------------------------------------------------------------
 
 
-def build_websocket_endpoint(func: Callable[..., Any], param_names: tuple[str, ...]) -> ASGIApp:
+def build_websocket_endpoint(func: Callable[..., Any], plan: HandlerPlan) -> ASGIApp:
     """Return the ASGI app that runs a WebSocket handler and ends its connection properly.
 
     The handler gets the WebSocket first and the path parameters it names as keywords. A
@@ -713,7 +713,7 @@ def build_websocket_endpoint(func: Callable[..., Any], param_names: tuple[str, .
         raise TypeError(
             f"WebSocket handler {name} must be an async function (async def {name}(ws): ...)"
         )
-    pass_websocket, wanted, outer, websocket_keyword = plan_handler(func, param_names)
+    pass_websocket, wanted, outer, websocket_keyword, _ = plan
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         websocket = WebSocket(scope, receive, send)

@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 from microasgi import websockets
+from microasgi._endpoint import plan_handler
 from microasgi._errors import ExceptionHandlers
 from microasgi.app import App
 from microasgi.exceptions import HTTPException, WebSocketDisconnect, WebSocketException
@@ -1006,7 +1007,7 @@ async def run_endpoint(
     **scope_options: Any,
 ) -> None:
     # The endpoint lets exceptions out; the app's exception handlers answer them, as in an App.
-    app = build_websocket_endpoint(handler, param_names)
+    app = build_websocket_endpoint(handler, plan_handler(handler, param_names))
     scope = make_scope(**scope_options)
     with anyio.fail_after(5):
         try:
@@ -1076,7 +1077,7 @@ def test_endpoint_must_be_async() -> None:
         pass
 
     with pytest.raises(TypeError, match=r"WebSocket handler .*handler must be an async function"):
-        build_websocket_endpoint(handler, ())
+        build_websocket_endpoint(handler, plan_handler(handler, ()))
 
 
 @pytest.mark.anyio

@@ -7,7 +7,7 @@ import re
 import uuid
 from contextvars import ContextVar
 
-from microasgi.datastructures import encode_header
+from microasgi.datastructures import encode_header, first_value
 from microasgi.requests import HTTPConnection
 from microasgi.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -68,12 +68,9 @@ class RequestIDMiddleware:
             return
         request_id = None
         if self.trust_incoming:
-            for name, value in scope["headers"]:
-                if name == self.header_name:
-                    incoming = value.decode("latin-1")
-                    if _SAFE_ID(incoming) is not None:
-                        request_id = incoming
-                    break
+            incoming = first_value(scope["headers"], self.header_name)
+            if incoming is not None and _SAFE_ID(incoming) is not None:
+                request_id = incoming
         if request_id is None:
             request_id = uuid.uuid4().hex
         HTTPConnection(scope).state.request_id = request_id

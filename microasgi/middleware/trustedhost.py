@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from microasgi.datastructures import URL
+from microasgi.datastructures import URL, first_value
 from microasgi.responses import JSONResponse, RedirectResponse, Response
 from microasgi.types import ASGIApp, Receive, Scope, Send
 from microasgi.websockets import WebSocket
@@ -71,12 +71,8 @@ class TrustedHostMiddleware:
         if self.allow_any or scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        header = None
-        for name, value in scope["headers"]:
-            if name == b"host":
-                header = value.decode("latin-1").lower()
-                break
-        match = _HOST.fullmatch(header) if header is not None else None
+        header = first_value(scope["headers"], b"host")
+        match = _HOST.fullmatch(header.lower()) if header is not None else None
         if match is not None:
             host = match["host"].rstrip(".")
             if self.is_allowed(host):

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex
 from urllib.parse import quote
 
 from microasgi._errors import ExceptionHandlers
-from microasgi.datastructures import _scope_netloc
+from microasgi._utils import callable_name
+from microasgi.datastructures import _scope_netloc, first_value
 from microasgi.exceptions import HTTPException, NoMatchFound, RouteConflictError, SetupError
 from microasgi.lifespan import acknowledge_lifespan
 from microasgi.limits import Limits, limits_for
@@ -511,6 +512,36 @@ class Router:
                 route.app._prepare_limits(inner, preparing)
         preparing.discard(id(self))
 
+    def _check_supplied(
+        self, supplied: frozenset[str], checked: set[tuple[int, frozenset[str]]] | None = None
+    ) -> None:
+        """Refuse a handler that takes a name which no path parameter around it supplies.
+
+        ``supplied`` are the names in ``path_params`` where the router is served (an
+        enclosing mount's or host's). Such a handler (a typo, most often) would fail every
+        request; this names it when the app starts.
+        """
+        if checked is None:
+            checked = set()
+        if (id(self), supplied) in checked:
+            return  # NOTE: a router mounted inside itself, or in two places alike
+        checked.add((id(self), supplied))
+        for route in self._routes:
+            if isinstance(route, (Route, WebSocketRoute)):
+                for name in route._handler_plan.required:
+                    if name not in supplied:
+                        raise TypeError(
+                            f"Handler {callable_name(route.endpoint)} of {route.path!r} takes "
+                            f"{name!r}, which no path parameter of the route, or of a mount "
+                            "or host around it, supplies, so every request to it would fail; "
+                            "correct the name, give it a default, or read it from "
+                            "request.path_params"
+                        )
+            else:  # a Mount or a Host; a mounted App is checked through its router
+                served = getattr(route.app, "router", route.app)
+                if isinstance(served, Router):
+                    served._check_supplied(supplied.union(route.param_names), checked)
+
     # -- dispatch -----------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -632,12 +663,10 @@ class Router:
 
     def _preflight_route(self, path: str, scope: Scope) -> Route | None:
         """The route a CORS preflight to ``path`` asks about (its requested method), if any."""
-        requested = next(
-            (v for k, v in scope["headers"] if k == b"access-control-request-method"), None
-        )
+        requested = first_value(scope["headers"], b"access-control-request-method")
         if requested is None:
             return None
-        found = self._tree.match(path, requested.decode("latin-1").strip())
+        found = self._tree.match(path, requested.strip())
         if found is None or found[1] is None:
             return None
         # NOTE: a HEAD answer's record is its GET route; a mount would have taken the

@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from microasgi._endpoint import build_endpoint, check_handler
+from microasgi._endpoint import HandlerPlan, build_endpoint, check_handler, plan_handler
 from microasgi._utils import callable_name
 from microasgi.datastructures import _is_valid_host
 from microasgi.exceptions import RouteTemplateError
@@ -230,6 +230,16 @@ class _Endpoint(BaseRoute):
         self.middleware = checked_middleware(middleware)
         self.limits = limits
         self.app = _not_built
+        self._plan: HandlerPlan | None = None
+
+    @property
+    def _handler_plan(self) -> HandlerPlan:
+        """How the handler is called, read from its signature once, when the app starts."""
+        # NOTE: not at registration: an annotation may name a class defined further down.
+        plan = self._plan
+        if plan is None:
+            plan = self._plan = plan_handler(self.endpoint, self.param_names)
+        return plan
 
     def _build_endpoint(self) -> ASGIApp:
         raise NotImplementedError
@@ -272,7 +282,7 @@ class Route(_Endpoint):
         for a CORS preflight that asks about one of the route's methods."""
 
     def _build_endpoint(self) -> ASGIApp:
-        return build_endpoint(self.endpoint, self.param_names)
+        return build_endpoint(self.endpoint, self.param_names, self._handler_plan)
 
     def build(self, outer: Sequence[Middleware] = (), outer_limits: Limits | None = None) -> None:
         """Prepare the ASGI app, and the OPTIONS answer inside the same middleware."""
@@ -319,7 +329,7 @@ class WebSocketRoute(_Endpoint):
         super().__init__(path, endpoint, name=name, middleware=middleware, limits=limits)
 
     def _build_endpoint(self) -> ASGIApp:
-        return build_websocket_endpoint(self.endpoint, self.param_names)
+        return build_websocket_endpoint(self.endpoint, self._handler_plan)
 
     def prefixed(
         self, prefix: str, middleware: Sequence[Middleware] = (), limits: Limits | None = None
