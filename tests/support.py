@@ -1,4 +1,4 @@
-"""Helpers shared by tests: free ports, required programs."""
+"""Helpers shared by tests: free ports, required programs, a lifespan startup."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+from microasgi.types import ASGIApp, Message
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -33,6 +35,25 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def run_startup(app: ASGIApp) -> tuple[list[Message], Exception | None]:
+    """Send ``app`` one lifespan startup, as a server does: what it sent back and raised."""
+    messages: list[Message] = [{"type": "lifespan.startup"}]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return messages.pop(0)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": {}}
+    try:
+        await app(scope, receive, send)
+    except Exception as exc:
+        return sent, exc
+    return sent, None
 
 
 class RedisServer:

@@ -27,6 +27,7 @@ from microasgi import (
 )
 from microasgi.testing import TestClient
 from microasgi.types import Message, Receive, Scope, Send
+from tests.support import run_startup
 
 ClientFactory = Callable[..., TestClient]
 
@@ -822,19 +823,9 @@ def test_a_middleware_that_refuses_its_options_fails_startup(
 
 @pytest.mark.anyio
 async def test_a_setup_failure_answers_startup_failed(anyio_backend: str) -> None:
-    app = misconfigured_app()
-    messages = [{"type": "lifespan.startup"}]
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return messages.pop(0)
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": {}}
-    with pytest.raises(ValueError, match="Invalid CORS origin"):
-        await app(scope, receive, send)
+    sent, raised = await run_startup(misconfigured_app())
+    assert isinstance(raised, ValueError)
+    assert str(raised).startswith("Invalid CORS origin")
     assert sent == [
         {
             "type": "lifespan.startup.failed",

@@ -9,7 +9,7 @@ import pytest
 
 from microasgi import App, PlainTextResponse, Request, Router, WebSocket
 from microasgi.testing import LifespanFailed, TestClient
-from microasgi.types import Message
+from tests.support import run_startup
 
 ClientFactory = Callable[..., TestClient]
 
@@ -48,18 +48,8 @@ def test_without_a_lifespan_every_request_raises_it(client_factory: ClientFactor
 
 @pytest.mark.anyio
 async def test_the_server_is_told_startup_failed(anyio_backend: str) -> None:
-    messages: list[Message] = [{"type": "lifespan.startup"}]
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return messages.pop(0)
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": {}}
-    with pytest.raises(TypeError):
-        await app_with_a_typo()(scope, receive, send)
+    sent, raised = await run_startup(app_with_a_typo())
+    assert isinstance(raised, TypeError)
     assert [m["type"] for m in sent] == ["lifespan.startup.failed"]
     assert "'user_idd'" in sent[0]["message"]
 
