@@ -534,8 +534,8 @@ class Router:
                             f"Handler {callable_name(route.endpoint)} of {route.path!r} takes "
                             f"{name!r}, which no path parameter of the route, or of a mount "
                             "or host around it, supplies, so every request to it would fail; "
-                            "correct the name, give it a default, or read it from "
-                            "request.path_params"
+                            "correct the name, give it a default, or read it from the "
+                            "connection's path_params"
                         )
             else:  # a Mount or a Host; a mounted App is checked through its router
                 served = getattr(route.app, "router", route.app)
@@ -560,6 +560,9 @@ class Router:
             await (self.lifespan_handler or self._lifespan)(scope, receive, send)
             return
         if not self._frozen:
+            # NOTE: a router served on its own (an app freezes its routers at startup): its
+            # handlers may take the names a mount around it put in path_params.
+            self._check_supplied(frozenset(scope.get("path_params") or ()))
             self.freeze()
         # NOTE: the app's exception handlers answer here, in the router's own frame, so
         # that no extra layer sits between user middleware and the routes (a try costs

@@ -190,3 +190,30 @@ def test_defaults_kwargs_and_the_connection_need_nothing(client_factory: ClientF
         assert client.get("/default").text == "none"
         assert client.get("/kwargs").json() == {}
         assert client.get("/items/a").text == "a GET"
+
+
+def test_a_router_served_on_its_own_checks_on_its_first_request(
+    client_factory: ClientFactory,
+) -> None:
+    router = Router()
+
+    @router.get("/users/{user_id:int}")
+    async def get_user(request: Request, user_idd: int) -> str:
+        return "never"
+
+    client = client_factory(router)
+    for _ in range(2):
+        with pytest.raises(TypeError, match="takes 'user_idd'"):
+            client.get("/users/1")
+
+    fixed = Router()
+
+    @fixed.get("/users/{user_id:int}")
+    async def get_org_user(request: Request, org: str, user_id: int) -> str:
+        return f"{org} {user_id}"
+
+    async def served_with_org(scope: Any, receive: Any, send: Any) -> None:
+        # NOTE: a mount of another framework puts its parameters in path_params too.
+        await fixed({**scope, "path_params": {"org": "acme"}}, receive, send)
+
+    assert client_factory(served_with_org).get("/users/3").text == "acme 3"
