@@ -50,6 +50,16 @@ async def stream(request: Request) -> StreamingResponse:
     return StreamingResponse(chunks(), media_type="text/plain")
 
 
+@app.get("/stream-fails")
+async def stream_fails(request: Request) -> StreamingResponse:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"part one\n"
+        await anyio.sleep(0.01)
+        raise RuntimeError("stream failure")
+
+    return StreamingResponse(chunks(), media_type="text/plain")
+
+
 background_runs: list[str] = []
 
 

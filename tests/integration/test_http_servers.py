@@ -67,6 +67,26 @@ def test_unhandled_error_is_a_500_logged_once(client: httpx.Client, server: Serv
     assert log.count("RuntimeError: integration failure") == 1
 
 
+def test_a_stream_failing_midway_is_cut_short_never_answered_twice(
+    client: httpx.Client, server: ServerProcess
+) -> None:
+    # NOTE: the 200 and a first chunk are out when the stream fails: the error answer (a
+    # second http.response.start) must be refused, and the client must see the body end
+    # early, never a 500 page appended to it.
+    body = b""
+    with client.stream("GET", "/stream-fails") as response:
+        assert response.status_code == 200
+        with pytest.raises(httpx.RemoteProtocolError):
+            for chunk in response.iter_raw():
+                body += chunk
+    assert body == b"part one\n"
+    assert client.get("/plaintext").status_code == 200  # the server keeps serving
+    deadline = time.monotonic() + 5
+    while "RuntimeError: stream failure" not in server.log_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.log_text().count("RuntimeError: stream failure") == 1
+
+
 @pytest.mark.parametrize("path", ["/not-modified", "/no-content"])
 def test_bodiless_responses_keep_the_connection(server: ServerProcess, path: str) -> None:
     # A Content-Length on a 204/304 made uvicorn wait for a body, log an error and drop
