@@ -560,9 +560,6 @@ class Router:
             await (self.lifespan_handler or self._lifespan)(scope, receive, send)
             return
         if not self._frozen:
-            # NOTE: a router served on its own (an app freezes its routers at startup): its
-            # handlers may take the names a mount around it put in path_params.
-            self._check_supplied(frozenset(scope.get("path_params") or ()))
             self.freeze()
         # NOTE: the app's exception handlers answer here, in the router's own frame, so
         # that no extra layer sits between user middleware and the routes (a try costs
