@@ -60,6 +60,7 @@ bench: $(STAMP) bench-services
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(if $(QUICK),mkdir -p $(BENCH_DIR)/docs && cp docs/benchmarks.md $(BENCH_DIR)/docs/ && cp README.md $(BENCH_DIR)/)
 	$(PY) benchmarks/run.py $(BENCH_FLAGS) --endtoend --output $(BENCH_DIR)/docs/benchmarks.md --readme $(BENCH_DIR)/README.md
+	$(PY) benchmarks/wsecho.py $(BENCH_FLAGS) --output $(BENCH_DIR)/docs/benchmarks.md
 	$(PY) benchmarks/uploads.py $(BENCH_FLAGS) --output $(BENCH_DIR)/docs/benchmarks.md
 	$(PY) benchmarks/fanout.py $(BENCH_FLAGS) --output $(BENCH_DIR)/docs/benchmarks.md
 	$(PY) benchmarks/startup.py $(BENCH_FLAGS) --output $(BENCH_DIR)/docs/benchmarks.md --readme $(BENCH_DIR)/README.md
