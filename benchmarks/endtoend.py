@@ -231,9 +231,12 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
-def server_cpu_seconds(pgid: int) -> float:
-    """User + system CPU time of every live process in the server's process group."""
-    ticks = 0
+def group_processes(pgid: int) -> Iterator[tuple[Path, list[str]]]:
+    """Each live process of the process group: its ``/proc`` directory and its stat fields.
+
+    The fields are those after the parenthesised command name: state ppid pgrp ... utime
+    stime (``utime`` is ``fields[11]``).
+    """
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -241,10 +244,14 @@ def server_cpu_seconds(pgid: int) -> float:
             stat = Path(entry.path, "stat").read_text()
         except OSError:
             continue
-        # NOTE: fields after the parenthesised command name: state ppid pgrp ... utime stime
         fields = stat[stat.rindex(")") + 2 :].split()
         if int(fields[2]) == pgid:
-            ticks += int(fields[11]) + int(fields[12])
+            yield Path(entry.path), fields
+
+
+def server_cpu_seconds(pgid: int) -> float:
+    """User + system CPU time of every live process in the server's process group."""
+    ticks = sum(int(fields[11]) + int(fields[12]) for _, fields in group_processes(pgid))
     return ticks / CLOCK_TICKS
 
 

@@ -25,7 +25,14 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 import websockets
 
 from benchmarks import apps
-from benchmarks.endtoend import CLIENT_CPU, HOST, SUBJECT, EndToEndError, running_server
+from benchmarks.endtoend import (
+    CLIENT_CPU,
+    HOST,
+    SUBJECT,
+    EndToEndError,
+    group_processes,
+    running_server,
+)
 from benchmarks.sections import check_section, provenance, write_section
 from benchmarks.workload import WS_TEXT
 
@@ -45,14 +52,9 @@ class Cell:
 def server_cpu_ns(pgid: int) -> int:
     """CPU time, in ns, of every thread of every live process in the server's group."""
     total = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+    for process, _ in group_processes(pgid):
         try:
-            stat = Path(entry.path, "stat").read_text()
-            if int(stat[stat.rindex(")") + 2 :].split()[2]) != pgid:
-                continue
-            for task in os.scandir(Path(entry.path, "task")):
+            for task in os.scandir(process / "task"):
                 total += int(Path(task.path, "schedstat").read_text().split()[0])
         except (OSError, ValueError):
             continue  # NOTE: a process or thread that ended while it was read

@@ -71,15 +71,13 @@ class ServerProcess:
         return self.log.read_text(errors="replace")
 
 
-@contextmanager
-def serve(
-    argv: list[str], log: Path, *, port: int | None = None, env: Mapping[str, str] | None = None
-) -> Iterator[ServerProcess]:
-    """Run ``python <argv>`` until it listens on ``port``; stop it by PID on exit."""
-    port = free_port() if port is None else port
+def spawn(
+    argv: list[str], log: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``python <argv>`` from the project root in a session of its own, output to ``log``."""
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **(env or {})}
     with log.open("wb") as output:
-        process = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, *argv],
             cwd=ROOT,
             env=environment,
@@ -87,6 +85,15 @@ def serve(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+@contextmanager
+def serve(
+    argv: list[str], log: Path, *, port: int | None = None, env: Mapping[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    """Run ``python <argv>`` until it listens on ``port``; stop it by PID on exit."""
+    port = free_port() if port is None else port
+    process = spawn(argv, log, env)
     try:
         wait_until_listening(process, port, log)
         yield ServerProcess(process, port, log)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -12,9 +9,9 @@ import pytest
 
 from tests.integration.servers import (
     HOST,
-    ROOT,
     require_module,
     server_argv,
+    spawn,
     stop,
     wait_until_listening,
 )
@@ -26,23 +23,11 @@ APP = "tests.integration.typo_app:app"
 MESSAGE = "Handler get_user of '/users/{user_id:int}' takes 'user_idd'"
 
 
-def start(server: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as output:
-        return subprocess.Popen(
-            [sys.executable, *server_argv(server, APP, port)],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
 @pytest.mark.parametrize("server", ["uvicorn", "hypercorn", "granian"])
 def test_a_server_running_the_lifespan_refuses_to_start(server: str, tmp_path: Path) -> None:
     require_module(server)
     log = tmp_path / "server.log"
-    process = start(server, free_port(), log)
+    process = spawn(server_argv(server, APP, free_port()), log)
     try:
         process.wait(timeout=30)
     finally:
@@ -56,7 +41,7 @@ def test_without_a_lifespan_each_request_is_a_500_naming_the_handler(tmp_path: P
     require_module("daphne")
     log = tmp_path / "server.log"
     port = free_port()
-    process = start("daphne", port, log)
+    process = spawn(server_argv("daphne", APP, port), log)
     try:
         wait_until_listening(process, port, log)
         with httpx.Client(base_url=f"http://{HOST}:{port}", trust_env=False, timeout=10) as client:
